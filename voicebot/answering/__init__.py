@@ -1,0 +1,1 @@
+"""Answerers: question (pivot or user language) → grounded Answer with sources."""

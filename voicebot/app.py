@@ -1,0 +1,162 @@
+"""The aiohttp app factory, used by ``voicebot serve`` and by every HTTP test.
+
+``create_app(settings)`` starts serving at once: ``/healthz`` answers immediately while the
+models load and warm in the background; ``/readyz`` turns 200 only when they are ready.
+Tests may pass prebuilt ``services`` to skip loading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from voicebot.config import Settings
+from voicebot.errors import VoicebotError
+from voicebot.metrics import Metrics
+from voicebot.services import Services, build_services
+
+__all__ = ["METRICS", "SERVICES", "SETTINGS", "STATE", "AppState", "create_app", "services_of"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    """Mutable process state: readiness and the services once they are built."""
+
+    services: Services | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    load_error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+STATE = web.AppKey("state", AppState)
+SERVICES = STATE  # alias kept short for handlers: app[SERVICES].services
+
+
+def services_of(request: web.Request) -> Services:
+    """The loaded services, or 503 while models are still loading."""
+    state = request.app[STATE]
+    if state.services is None or not state.ready.is_set():
+        raise web.HTTPServiceUnavailable(
+            text='{"status":"loading"}', content_type="application/json"
+        )
+    return state.services
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Coded errors become JSON with their code; anything unexpected is logged, never echoed."""
+    metrics = request.app[METRICS]
+    start = time.perf_counter()
+    route = (
+        request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
+    )
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except VoicebotError as err:
+        status = 400
+        metrics.inc("voicebot_errors_total", code=err.code)
+        return web.json_response({"error": err.code}, status=400)
+    except Exception:
+        _LOGGER.exception("unhandled error on %s", route)
+        metrics.inc("voicebot_errors_total", code="http-internal")
+        return web.json_response({"error": "internal"}, status=500)
+    finally:
+        metrics.inc("voicebot_http_requests_total", route=route, status=str(status))
+        metrics.observe("voicebot_http_seconds", time.perf_counter() - start, route=route)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.ready.is_set():
+        return web.json_response({"status": "ready"})
+    body = {"status": "error" if state.load_error else "loading"}
+    if state.load_error:
+        body["error"] = state.load_error
+    return web.json_response(body, status=503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        text=request.app[METRICS].render(), content_type="text/plain", charset="utf-8"
+    )
+
+
+def create_app(settings: Settings, services: Services | None = None) -> web.Application:
+    metrics = services.metrics if services is not None else Metrics()
+    app = web.Application(middlewares=[_errors], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[STATE] = AppState(services=services)
+    metrics.describe("voicebot_stage_seconds", "histogram", "Pipeline stage latency in seconds")
+    metrics.describe("voicebot_errors_total", "counter", "Errors by stable code")
+    metrics.describe("voicebot_http_requests_total", "counter", "HTTP requests by route and status")
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.cleanup_ctx.append(_lifecycle)
+    _mount_channels(app, settings)
+    return app
+
+
+def _mount_channels(app: web.Application, settings: Settings) -> None:
+    try:
+        from voicebot.channels import setup_channels
+    except ImportError:  # channels not built into this checkout
+        return
+    setup_channels(app, settings)
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    loader: asyncio.Task[None] | None = None
+    if state.services is not None:
+        state.ready.set()
+    else:
+        loader = asyncio.create_task(_load(app), name="voicebot-load")
+    yield
+    if loader is not None and not loader.done():
+        loader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loader
+
+
+async def _load(app: web.Application) -> None:
+    settings, state = app[SETTINGS], app[STATE]
+    start = time.perf_counter()
+    try:
+        services = await build_services(settings, metrics=app[METRICS])
+        if settings.warm_models:
+            await services.warm()
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:
+        code = err.code if isinstance(err, VoicebotError) else err.__class__.__name__
+        state.load_error = code
+        _LOGGER.exception("loading models failed (%s); /readyz stays 503", code)
+        return
+    state.services = services
+    state.ready.set()
+    _LOGGER.info("ready in %.1fs", time.perf_counter() - start)

@@ -1,0 +1,1 @@
+"""Model engines behind small async Protocols (see ``base``); each heavy library lives in one module."""

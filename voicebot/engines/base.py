@@ -1,0 +1,82 @@
+"""Engine Protocols and the runner that keeps blocking model work off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from voicebot.messages import Audio, Transcript
+
+__all__ = ["Blocking", "Glossary", "Synthesizer", "Transcriber", "Translator"]
+
+T = TypeVar("T")
+
+
+class Blocking:
+    """Runs blocking calls in threads, at most ``limit`` at once.
+
+    The limit matches the engine's real parallelism (CTranslate2 ``num_workers``, 1 for
+    Piper whose phonemizer is global), so extra callers queue instead of thrashing 2 cores.
+    """
+
+    def __init__(self, limit: int = 1) -> None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        self.limit = limit
+        self._semaphore = asyncio.Semaphore(limit)
+        self.waiting = 0
+
+    async def run(self, fn: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+        self.waiting += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+        finally:
+            self._semaphore.release()
+
+
+@dataclass(frozen=True, slots=True)
+class Glossary:
+    """Terms that must survive machine translation unchanged (scheme names, numbers, helplines)."""
+
+    terms: tuple[str, ...] = ()
+
+
+class Transcriber(Protocol):
+    """Speech to text. ``language`` comes from the caller's pack, never auto-detected."""
+
+    name: str
+
+    def supports(self, language: str) -> bool: ...
+
+    async def transcribe(
+        self, audio: Audio, *, language: str, prompt: str | None = None
+    ) -> Transcript: ...
+
+
+class Translator(Protocol):
+    """Text to text between pack translation codes; identity when source == target."""
+
+    name: str
+
+    def supports(self, source: str, target: str) -> bool: ...
+
+    async def translate(
+        self, text: str, *, source: str, target: str, glossary: Glossary = Glossary()
+    ) -> str: ...
+
+
+class Synthesizer(Protocol):
+    """Text to speech for one voice spec such as ``piper:en_US-joe-medium`` or ``espeak-ng:hi``."""
+
+    name: str
+
+    def supports(self, voice: str) -> bool: ...
+
+    async def synthesize(self, text: str, *, voice: str, speed: float = 1.0) -> Audio: ...
