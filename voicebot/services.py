@@ -111,10 +111,10 @@ async def build_services(
     metrics: Metrics | None = None,
 ) -> Services:
     """Load packs, the answerer and (with ``speech``) the speech engines."""
-    from voicebot.answering.factory import build_answerer
-
     metrics = metrics or Metrics()
     packs = load_packs(Path(settings.languages_dir), default=settings.default_language)
+    from voicebot.answering.factory import build_answerer
+
     answerer = await build_answerer(settings, packs)
     transcribers: TranscriberPool | None = None
     synthesizer: Synthesizer
