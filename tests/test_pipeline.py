@@ -64,8 +64,9 @@ async def test_voice_plan_falls_back_to_the_next_voice() -> None:
     audio = await services.pipeline.speak("नमस्ते", lang="hi")
     assert audio.seconds > 0
     assert [c[1] for c in tts.calls] == ["festival:voice_hindi_NSK_diphone", "espeak-ng:hi"]
-    broken = fake_services(synthesizer=ToneSynthesizer(fail_voices=["piper:en_US-joe-medium",
-                                                                    "espeak-ng:en-us"]))
+    broken = fake_services(
+        synthesizer=ToneSynthesizer(fail_voices=["piper:en_US-joe-medium", "espeak-ng:en-us"])
+    )
     with pytest.raises(SynthesizeError):
         await broken.pipeline.speak("hello", lang="en")
     turn = await broken.pipeline.voice_turn(tone(), lang="en")
@@ -86,3 +87,27 @@ async def test_cancellation_propagates() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_blocking_keeps_the_slot_until_a_cancelled_thread_ends() -> None:
+    import threading
+
+    from voicebot.engines.base import Blocking
+
+    gate = threading.Event()
+    running = []
+    blocking = Blocking(1)
+
+    def work(tag: str) -> str:
+        running.append(tag)
+        gate.wait(2)
+        return tag
+
+    first = asyncio.create_task(blocking.run(work, "a"))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    second = asyncio.create_task(blocking.run(work, "b"))
+    await asyncio.sleep(0.1)
+    assert running == ["a"]  # "b" waits: the cancelled call's thread still holds the slot
+    gate.set()
+    assert await second == "b"

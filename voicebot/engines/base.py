@@ -35,10 +35,20 @@ class Blocking:
             await self._semaphore.acquire()
         finally:
             self.waiting -= 1
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
         try:
-            return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
-        finally:
+            result = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The thread cannot be stopped: keep its slot until it really ends, so a hang-up
+            # never lets more model calls run at once than the cap allows.
+            future.add_done_callback(lambda _f: self._semaphore.release())
+            raise
+        except BaseException:
             self._semaphore.release()
+            raise
+        self._semaphore.release()
+        return result
 
 
 @dataclass(frozen=True, slots=True)
