@@ -76,6 +76,16 @@ class Settings:
     media_ttl_seconds: int = 3600
     stage_timeout_seconds: float = 30.0
     warm_models: bool = True
+    # Channels (docs/channels.md). Twilio's hard ceiling per webhook is 15 s (protocols.md §1.2).
+    voice_answer_wait_seconds: float = 5.0  # /turn plays the answer if ready by then, else holds
+    voice_poll_wait_seconds: float = 2.0  # each /poll waits this long before redirecting again
+    voice_poll_max_seconds: float = 60.0  # then the caller hears an apology
+    voice_record_max_seconds: int = 30
+    twilio_whatsapp_from: str = ""  # e.g. whatsapp:+14155238886 for "9: answer on WhatsApp"
+    outbox_max_attempts: int = 6  # then the reply is dead-lettered in the audit log
+    outbox_backoff_seconds: float = 2.0  # first retry delay; doubles per attempt, with jitter
+    channel_concurrency: int = 4  # inbound messages answered at once
+    http_timeout_seconds: float = 15.0  # provider REST calls and media downloads
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     meta: MetaSettings = field(default_factory=MetaSettings)
     operator_token: str = ""
@@ -93,6 +103,10 @@ class Settings:
             )
         if self.max_audio_seconds <= 0 or self.max_audio_bytes <= 0 or self.max_body_bytes <= 0:
             raise ConfigError("audio and body limits must be positive", code="config-limits")
+        if self.outbox_max_attempts < 1 or self.channel_concurrency < 1:
+            raise ConfigError(
+                "outbox_max_attempts and channel_concurrency must be >= 1", code="config-limits"
+            )
         if not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("public_url must start with http:// or https://")
 

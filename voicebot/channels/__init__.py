@@ -1,0 +1,158 @@
+"""Channels: Twilio voice, Twilio WhatsApp and Meta WhatsApp Cloud API on the aiohttp app.
+
+``setup_channels`` mounts a provider's routes only when its secrets are configured (fail
+closed: an unmounted route answers 404 and the log says which variables are missing) and
+always mounts ``GET /media/{token}``. With a channel mounted, start-up opens the SQLite
+store, then — once the
+models are ready — makes the store the pipeline's conversation memory, starts the inbox and
+outbox workers (which resume whatever a previous process left unfinished) and synthesises
+the voice prompts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from voicebot.app import METRICS, SETTINGS, STATE
+from voicebot.channels import meta_whatsapp, twilio_voice, twilio_whatsapp
+from voicebot.channels.delivery import Delivery
+from voicebot.channels.media import MediaStore, respond_media
+from voicebot.channels.prompts import Prompts
+from voicebot.channels.ratelimit import RateLimiter
+from voicebot.channels.runtime import RUNTIME, Runtime
+from voicebot.config import Settings
+from voicebot.memory import Memory
+from voicebot.store import Store
+
+__all__ = ["RUNTIME", "Runtime", "setup_channels"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def setup_channels(app: web.Application, settings: Settings) -> None:
+    """Mount the configured channels and their start-up/shutdown; called by ``create_app``."""
+    if settings.twilio.enabled:
+        twilio_voice.add_routes(app)
+        twilio_whatsapp.add_routes(app)
+        if settings.voice_mode == "realtime":
+            from voicebot.channels.twilio_stream import setup_stream
+
+            setup_stream(app, settings)
+    else:
+        missing = _missing(
+            TWILIO_ACCOUNT_SID=settings.twilio.account_sid,
+            TWILIO_AUTH_TOKEN=settings.twilio.auth_token,
+        )
+        _LOGGER.warning("Twilio voice and WhatsApp are not mounted: %s not set", missing)
+    if settings.meta.enabled:
+        meta_whatsapp.add_routes(app)
+    else:
+        meta = settings.meta
+        missing = _missing(
+            META_APP_SECRET=meta.app_secret,
+            META_VERIFY_TOKEN=meta.verify_token,
+            META_ACCESS_TOKEN=meta.access_token,
+        )
+        _LOGGER.warning("Meta WhatsApp Cloud API is not mounted: %s not set", missing)
+    app.router.add_get("/media/{token}", _media)
+    if settings.twilio.enabled or settings.meta.enabled:
+        app.cleanup_ctx.append(_lifecycle)  # no channel, no state: nothing is written to disk
+    metrics = app[METRICS]
+    metrics.describe(
+        "voicebot_webhook_ack_seconds", "histogram", "Time to acknowledge a webhook, by route"
+    )
+    metrics.describe("voicebot_inbox_pending", "gauge", "Accepted messages not answered yet")
+    metrics.describe("voicebot_outbox_pending", "gauge", "Replies not delivered yet")
+    metrics.describe("voicebot_outbound_total", "counter", "Provider sends by outcome")
+    metrics.describe("voicebot_turns_total", "counter", "Answered messages and turns by outcome")
+
+
+def _missing(**values: str) -> str:
+    return " and ".join(name for name, value in values.items() if not value)
+
+
+async def _media(request: web.Request) -> web.StreamResponse:
+    rt = request.app.get(RUNTIME)
+    if rt is None:
+        raise web.HTTPNotFound()
+    return await respond_media(rt.media, request.match_info["token"])
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    settings, metrics = app[SETTINGS], app[METRICS]
+    store = await Store.open(settings.data_dir)
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=settings.http_timeout_seconds)
+    )
+    media = MediaStore(
+        store,
+        settings.data_dir / "media",
+        public_url=settings.public_url,
+        ttl=settings.media_ttl_seconds,
+    )
+    rt = Runtime(
+        settings=settings,
+        metrics=metrics,
+        store=store,
+        media=media,
+        http=session,
+        limiter=RateLimiter(settings.rate_limit_per_minute),
+        prompts=Prompts(media, settings.data_dir / "prompts"),
+    )
+    if settings.twilio.enabled:
+        rt.senders[twilio_whatsapp.CHANNEL] = twilio_whatsapp.TwilioSender(
+            session, settings.twilio, media
+        )
+        rt.fetchers[twilio_whatsapp.CHANNEL] = twilio_whatsapp.TwilioFetcher(session, settings)
+    if settings.meta.enabled:
+        rt.senders[meta_whatsapp.CHANNEL] = meta_whatsapp.MetaSender(session, settings.meta, media)
+        rt.fetchers[meta_whatsapp.CHANNEL] = meta_whatsapp.MetaFetcher(session, settings)
+    metrics.gauge("voicebot_inbox_pending", lambda: float(store.pending[0]))
+    metrics.gauge("voicebot_outbox_pending", lambda: float(store.pending[1]))
+    await store.count_pending()
+    app[RUNTIME] = rt
+    started: list[Delivery] = []
+    restore: list[Memory] = []
+    starter = asyncio.create_task(_when_ready(app, rt, started, restore), name="channels-start")
+    try:
+        yield
+    finally:
+        starter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starter
+        for delivery in started:
+            await delivery.close()
+        await rt.jobs.close()
+        state = app[STATE]
+        if restore and state.services is not None:
+            state.services.pipeline.memory = restore[0]
+        await session.close()
+        await store.close()
+
+
+async def _when_ready(
+    app: web.Application, rt: Runtime, started: list[Delivery], restore: list[Memory]
+) -> None:
+    state = app[STATE]
+    await state.ready.wait()
+    services = state.services
+    if services is None:
+        return
+    # One memory for every channel and process: conversations survive restarts and a
+    # caller's last topic is there when they write on WhatsApp.
+    restore.append(services.pipeline.memory)
+    services.pipeline.memory = rt.store
+    delivery = Delivery(rt, services)
+    started.append(delivery)
+    delivery.start()
+    rt.workers.set()
+    if rt.settings.twilio.enabled:
+        default = services.packs.resolve(rt.settings.default_language)
+        packs = {p.code: p for p in (default, *twilio_voice.voice_packs(services.packs))}
+        await rt.prompts.warm(services.pipeline, packs.values())

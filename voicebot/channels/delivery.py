@@ -1,0 +1,210 @@
+"""The inbox and outbox workers: accepted messages → answers → provider sends.
+
+Both resume from SQLite on start-up, so a crash loses nothing: an inbound item stays
+'pending' until its replies are in the outbox (one transaction, ``Store.finish``); an outbox
+item stays 'pending' until the provider accepted it. Messages of one user are answered one
+at a time, in arrival order (protocols.md §7, "Order"). Sends that fail with 429/5xx/timeouts
+are retried with exponential backoff and jitter, then dead-lettered in the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+
+from voicebot.channels.base import Inbound, Outbound, SendError
+from voicebot.channels.respond import Responder
+from voicebot.channels.runtime import Runtime
+from voicebot.services import Services
+from voicebot.store import AuditRecord, InboxItem, OutboxItem
+
+__all__ = ["Delivery", "backoff"]
+
+_LOGGER = logging.getLogger(__name__)
+_IDLE = 5.0  # seconds between scans when nothing wakes the loop
+_INBOX_ATTEMPTS = 3  # processing attempts (e.g. the disk failed) before an item is parked
+_MAINTENANCE = 600.0
+
+
+def backoff(attempt: int, base: float, *, cap: float = 300.0) -> float:
+    """``base·2^(attempt-1)`` capped, with "equal jitter" so retries of a burst spread out."""
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return float(delay / 2 + random.uniform(0, delay / 2))
+
+
+class Delivery:
+    def __init__(self, rt: Runtime, services: Services) -> None:
+        self.rt = rt
+        self.responder = Responder(rt, services)
+        self._inbox_event = asyncio.Event()
+        self._outbox_event = asyncio.Event()
+        self._busy: set[str] = set()
+        self._sending: set[str] = set()
+        self._limit = asyncio.Semaphore(rt.settings.channel_concurrency)
+        # One lock per user while any of their messages is in flight (weak: no leak).
+        self._user_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.rt.wake_inbox = self._inbox_event.set
+        self.rt.wake_outbox = self._outbox_event.set
+        for name, loop in (
+            ("inbox", self._inbox_loop),
+            ("outbox", self._outbox_loop),
+            ("maintenance", self._maintenance_loop),
+        ):
+            self._loops.append(asyncio.create_task(self._forever(name, loop), name=name))
+
+    async def close(self) -> None:
+        self.rt.wake_inbox = self.rt.wake_outbox = lambda: None
+        for task in [*self._loops, *self._tasks]:
+            task.cancel()
+        for task in [*self._loops, *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _forever(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Keep a worker loop alive through unexpected errors (a full disk, a locked DB)."""
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _LOGGER.exception("%s worker failed; restarting in 1 s", name)
+                await asyncio.sleep(1.0)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def run() -> None:
+            await coro
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        event.clear()
+
+    # -- inbox -----------------------------------------------------------------------------
+
+    async def _inbox_loop(self) -> None:
+        while True:
+            self._inbox_event.clear()
+            for item in await self.rt.store.pending_inbox(limit=100):
+                if item.id not in self._busy:
+                    self._busy.add(item.id)
+                    self._spawn(self._process(item))
+            await self.rt.store.count_pending()
+            await self._wait(self._inbox_event, _IDLE)
+
+    async def _process(self, item: InboxItem) -> None:
+        try:
+            user = self.rt.store.user_key(Inbound.from_json(item.payload).phone)
+            lock = self._user_locks.setdefault(user, asyncio.Lock())  # strong ref while in use
+            async with lock, self._limit:
+                reply = await self.responder.respond(item)
+                await self.rt.store.finish(item.id, reply.messages, reply.audit)
+            self._outbox_event.set()
+        except asyncio.CancelledError:
+            raise  # stays pending: answered after the restart
+        except Exception:
+            _LOGGER.exception("inbox item could not be answered")
+            give_up = item.attempts + 1 >= _INBOX_ATTEMPTS
+            with contextlib.suppress(Exception):
+                await self.rt.store.inbox_failed(item.id, give_up=give_up)
+            self.rt.metrics.inc("voicebot_errors_total", code="channel-inbox-failed")
+        finally:
+            self._busy.discard(item.id)
+        self._inbox_event.set()
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    async def _outbox_loop(self) -> None:
+        while True:
+            self._outbox_event.clear()
+            for item in await self.rt.store.due_outbox(limit=50):
+                if item.id not in self._sending:
+                    self._sending.add(item.id)
+                    self._spawn(self._send(item))
+            await self.rt.store.count_pending()
+            upcoming = await self.rt.store.next_outbox_time()
+            timeout = _IDLE
+            if upcoming is not None:
+                timeout = min(_IDLE, max(0.01, upcoming - time.time()))
+            await self._wait(self._outbox_event, timeout)
+
+    async def _send(self, item: OutboxItem) -> None:
+        store, metrics = self.rt.store, self.rt.metrics
+        message = Outbound.from_json(item.payload)
+        sender = self.rt.senders.get(item.channel)
+        attempt = item.attempts + 1
+        try:
+            async with self._limit:
+                if sender is None:
+                    raise SendError(
+                        f"{item.channel} is not configured",
+                        retryable=False,
+                        code="channel-not-mounted",
+                    )
+                ref = await sender.send(message, ref=item.provider_ref)
+            await store.outbox_sent(item.id, ref)
+            metrics.inc("voicebot_outbound_total", channel=item.channel, outcome="sent")
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            code = err.code if isinstance(err, SendError) else "channel-send-retry"
+            retryable = err.retryable if isinstance(err, SendError) else True
+            ref = err.ref if isinstance(err, SendError) else ""
+            metrics.inc("voicebot_errors_total", code=code)
+            if retryable and attempt < self.rt.settings.outbox_max_attempts:
+                delay = backoff(attempt, self.rt.settings.outbox_backoff_seconds)
+                _LOGGER.warning(
+                    "send %s failed (%s: %s); retry %d in %.1fs",
+                    item.parent,
+                    code,
+                    err,
+                    attempt,
+                    delay,
+                )
+                await store.outbox_retry(
+                    item.id, delay=delay, error=str(err)[:500], provider_ref=ref
+                )
+            else:
+                _LOGGER.error(
+                    "send %s dead-lettered after %d attempts (%s)", item.parent, attempt, code
+                )
+                metrics.inc("voicebot_outbound_total", channel=item.channel, outcome="dead")
+                audit = AuditRecord(
+                    turn=item.parent,
+                    channel=item.channel,
+                    user=message.user,
+                    lang="",
+                    question="",
+                    outcome=f"dead-letter:{code}",
+                )
+                await store.outbox_dead(item.id, error=str(err)[:500], audit=audit)
+        finally:
+            self._sending.discard(item.id)
+            self._outbox_event.set()
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            purged = await self.rt.store.purge(audit_days=self.rt.settings.audit_retention_days)
+            purged["media"] = await self.rt.media.purge_expired()
+            if any(purged.values()):
+                _LOGGER.info("retention purge: %s", purged)
+            await asyncio.sleep(_MAINTENANCE)
