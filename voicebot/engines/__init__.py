@@ -1,1 +1,4 @@
-"""Model engines behind small async Protocols (see ``base``); each heavy library lives in one module."""
+"""Model engines behind small async Protocols (see ``base``).
+
+Each heavy library is imported by exactly one module here.
+"""
