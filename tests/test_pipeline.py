@@ -44,6 +44,7 @@ async def test_answer_failure_becomes_apology_and_is_counted() -> None:
     services = fake_services(answerer=CannedAnswerer(fail=True))
     turn = await services.pipeline.voice_turn(tone(), lang="hi")
     assert turn.answer.text == services.packs.get("hi").phrase("error")
+    assert turn.error == "answer-failed"
     assert services.metrics.counter_value("voicebot_errors_total", code="answer-failed") == 1
     with pytest.raises(AnswerError):
         await services.pipeline.ask("x", lang="hi")

@@ -55,6 +55,7 @@ class VoiceTurn:
     transcript: Transcript
     answer: Answer
     audio: Audio | None
+    error: str | None = None  # the stable code when the answer is an apology
 
 
 class Pipeline:
@@ -198,12 +199,13 @@ class Pipeline:
     ) -> VoiceTurn:
         """Recording in, reply audio out. Failures become a spoken apology, never silence."""
         pack = self.packs.resolve(lang)
+        error: str | None = None
         try:
             transcript = await self.transcribe(audio, lang=pack.code)
             answer = await self.ask(transcript.text, lang=pack.code, conversation=conversation)
             spoken = self.speech_text(answer, pack)
         except (TimeoutError, VoicebotError) as err:
-            code = getattr(err, "code", "error")
+            code = error = getattr(err, "code", "error")
             transcript = Transcript(text="", language=pack.code)
             answer = Answer(text=self.apology(code, pack), language=pack.code, abstained=True)
             spoken = answer.text
@@ -211,7 +213,7 @@ class Pipeline:
             reply = await self.speak(spoken, lang=pack.code, slow=slow)
         except SynthesizeError:
             reply = None  # the channel falls back to text (WhatsApp) or a cached prompt (voice)
-        return VoiceTurn(transcript=transcript, answer=answer, audio=reply)
+        return VoiceTurn(transcript=transcript, answer=answer, audio=reply, error=error)
 
     def apology(self, code: str, pack: LanguagePack) -> str:
         for prefix, key in _APOLOGY_BY_PREFIX.items():
