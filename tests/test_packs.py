@@ -93,3 +93,13 @@ def test_speakable_uses_pack_words() -> None:
     assert "एक पाँच पाँच दो छह एक" in text
     en = load_pack(LANGUAGES / "en")
     assert "1.2 lakh rupees" in speakable("₹1,20,000", en.numbers)
+
+
+def test_speakable_native_scale_words_sentence_ends_and_commas() -> None:
+    hi = load_pack(LANGUAGES / "hi")
+    text = speakable("₹2 लाख का कवर, ₹6,000, हेल्पलाइन 155261। फिर 1800-115-526.", hi.numbers)
+    assert text.startswith("2 लाख रुपये का कवर, 6 हज़ार रुपये, हेल्पलाइन एक पाँच पाँच दो छह एक।")
+    assert text.endswith("एक आठ शून्य शून्य एक एक पाँच पाँच दो छह.")
+    en = load_pack(LANGUAGES / "en")
+    # A big crore figure is one amount, not a phone number read digit by digit.
+    assert speakable("₹3,06,137 crore", en.numbers) == "306137 crore rupees"

@@ -7,15 +7,27 @@ digits: every TTS engine here reads digits in its own language.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from voicebot.packs import NumberWords
 
 __all__ = ["indian_amount", "speakable"]
 
-_AMOUNT = re.compile(r"(?:₹|Rs\.?\s?|INR\s?)\s?(\d[\d,]*(?:\.\d+)?)(\s*(?:lakh|crore))?", re.I)
-_PHONE = re.compile(r"(?<![\d.,])(\d{3,5}(?:[- ]\d{3,4}){1,3}|\d{5,})(?![\d.,])")
-_PERCENT = re.compile(r"(\d)\s?%")
+_AMOUNT = r"(?:₹|\bRs\.?\s?|\bINR\s?)\s?(?P<amount>\d+(?:,\d+)*(?:\.\d+)?)"
+# A helpline or other digit string: 3-5 digit groups joined by - or space, or 5+ digits.
+# A trailing full stop or comma still ends it (end of sentence), a decimal point does not.
+_PHONE = r"(?<![\d.,])(?P<phone>\d{3,5}(?:[- ]\d{3,4}){1,3}|\d{5,})(?![\d]|[.,]\d)"
+_PERCENT = r"(?P<percent>\d+(?:\.\d+)?)\s?%"
+
+
+@functools.lru_cache(maxsize=64)
+def _pattern(lakh: str, crore: str) -> re.Pattern[str]:
+    """One pass over the text: a span is rewritten once (an amount never re-read as a phone)."""
+    words = sorted({"lakh", "crore", lakh, crore} - {""}, key=len, reverse=True)
+    scales = "|".join(re.escape(w) for w in words)
+    amount = _AMOUNT + rf"(?P<scale>\s*(?:{scales}))?"
+    return re.compile(f"{amount}|{_PHONE}|{_PERCENT}", re.IGNORECASE)
 
 
 def indian_amount(value: float, words: NumberWords) -> str:
@@ -32,16 +44,15 @@ def indian_amount(value: float, words: NumberWords) -> str:
 
 
 def _amount(match: re.Match[str], words: NumberWords) -> str:
-    number = float(match.group(1).replace(",", ""))
-    scale = (match.group(2) or "").strip().lower()
+    number = float(match.group("amount").replace(",", ""))
+    scale = (match.group("scale") or "").strip().lower()
     if scale:
-        label = words.lakh if scale == "lakh" else words.crore
+        label = words.lakh if scale in {"lakh", words.lakh.lower()} else words.crore
         return f"{number:g} {label} {words.currency}"
     return f"{indian_amount(number, words)} {words.currency}"
 
 
-def _digits(match: re.Match[str], words: NumberWords) -> str:
-    run = match.group(1)
+def _digits(run: str, words: NumberWords) -> str:
     if not words.digits:
         return " ".join(ch for ch in run if ch.isdigit())
     return " ".join(words.digits[int(ch)] for ch in run if ch.isdigit())
@@ -49,7 +60,12 @@ def _digits(match: re.Match[str], words: NumberWords) -> str:
 
 def speakable(text: str, words: NumberWords) -> str:
     """Rewrite written figures so a TTS voice says them the way a caller expects."""
-    text = _AMOUNT.sub(lambda m: _amount(m, words), text)
-    text = _PHONE.sub(lambda m: _digits(m, words), text)
-    text = _PERCENT.sub(lambda m: f"{m.group(1)} {words.percent}", text)
-    return re.sub(r"\s+", " ", text).strip()
+
+    def rewrite(match: re.Match[str]) -> str:
+        if match.group("amount") is not None:
+            return _amount(match, words)
+        if match.group("phone") is not None:
+            return _digits(match.group("phone"), words)
+        return f"{match.group('percent')} {words.percent}"
+
+    return re.sub(r"\s+", " ", _pattern(words.lakh, words.crore).sub(rewrite, text)).strip()
