@@ -19,7 +19,14 @@ __all__ = ["MetaSettings", "Settings", "TwilioSettings"]
 
 TWILIO_API_BASE = "https://api.twilio.com"
 META_GRAPH_BASE = "https://graph.facebook.com/v21.0"
-_SECRET_KEYS = {"auth_token", "app_secret", "access_token", "verify_token", "operator_token"}
+_SECRET_KEYS = {
+    "auth_token",
+    "app_secret",
+    "access_token",
+    "verify_token",
+    "operator_token",
+    "redis_url",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,13 @@ class Settings:
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     meta: MetaSettings = field(default_factory=MetaSettings)
     operator_token: str = ""
+    # Scale mode (docs/scaling.md): state and turn queues in Redis instead of SQLite.
+    backend: str = "sqlite"  # sqlite (embedded, one process) | redis (web nodes + workers)
+    redis_url: str = "redis://127.0.0.1:6379/0"  # a secret when it holds a password: env only
+    redis_prefix: str = "voicebot"  # key prefix, so several installs can share one Redis
+    worker_reclaim_seconds: float = 30.0  # a turn pending this long on a dead worker is retaken
+    worker_shed_seconds: float = 20.0  # queue older than this: answer in text only (no TTS)
+    worker_drain_seconds: float = 25.0  # SIGTERM: finish in-flight turns for up to this long
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -107,6 +121,8 @@ class Settings:
             raise ConfigError(
                 "outbox_max_attempts and channel_concurrency must be >= 1", code="config-limits"
             )
+        if self.backend not in {"sqlite", "redis"}:
+            raise ConfigError(f"backend must be sqlite or redis, not {self.backend!r}")
         if not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("public_url must start with http:// or https://")
 
@@ -141,6 +157,8 @@ class Settings:
             graph_base=env.get("META_GRAPH_BASE", META_GRAPH_BASE).rstrip("/"),
         )
         values["operator_token"] = env.get("VOICEBOT_OPERATOR_TOKEN", "")
+        if "VOICEBOT_REDIS_URL" in env:
+            values["redis_url"] = env["VOICEBOT_REDIS_URL"]
         return cls(twilio=twilio, meta=meta, **values)
 
     def with_overrides(self, **changes: Any) -> Settings:

@@ -130,6 +130,7 @@ class Store:
         self._lock = threading.Lock()
         self._blocking = Blocking(limit=1)  # one connection: serialise instead of contending
         self.pending = (0, 0)  # (inbox, outbox) as of the last count; read by /metrics gauges
+        self.inbox_idle = 5.0  # the inbox loop rescans this often when nothing wakes it
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -22,15 +22,14 @@ from aiohttp import web
 from voicebot.app import METRICS, SETTINGS, STATE
 from voicebot.channels import meta_whatsapp, twilio_voice, twilio_whatsapp
 from voicebot.channels.delivery import Delivery
-from voicebot.channels.media import MediaStore, respond_media
+from voicebot.channels.media import respond_media
 from voicebot.channels.prompts import Prompts
-from voicebot.channels.ratelimit import RateLimiter
 from voicebot.channels.runtime import RUNTIME, Runtime
 from voicebot.config import Settings
 from voicebot.memory import Memory
-from voicebot.store import Store
+from voicebot.metrics import Metrics
 
-__all__ = ["RUNTIME", "Runtime", "setup_channels"]
+__all__ = ["RUNTIME", "Runtime", "close_runtime", "open_runtime", "setup_channels"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -84,17 +83,14 @@ async def _media(request: web.Request) -> web.StreamResponse:
     return await respond_media(rt.media, request.match_info["token"])
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    settings, metrics = app[SETTINGS], app[METRICS]
-    store = await Store.open(settings.data_dir)
+async def open_runtime(settings: Settings, metrics: Metrics) -> Runtime:
+    """The channel runtime on ``settings.backend`` (SQLite or Redis), with senders and
+    fetchers for the configured providers; ``close_runtime`` releases it."""
+    from voicebot.scale import open_backend
+
+    store, media, limiter = await open_backend(settings)
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=settings.http_timeout_seconds)
-    )
-    media = MediaStore(
-        store,
-        settings.data_dir / "media",
-        public_url=settings.public_url,
-        ttl=settings.media_ttl_seconds,
     )
     rt = Runtime(
         settings=settings,
@@ -102,7 +98,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         store=store,
         media=media,
         http=session,
-        limiter=RateLimiter(settings.rate_limit_per_minute),
+        limiter=limiter,
         prompts=Prompts(media, settings.data_dir / "prompts"),
     )
     if settings.twilio.enabled:
@@ -115,7 +111,30 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         rt.fetchers[meta_whatsapp.CHANNEL] = meta_whatsapp.MetaFetcher(session, settings)
     metrics.gauge("voicebot_inbox_pending", lambda: float(store.pending[0]))
     metrics.gauge("voicebot_outbox_pending", lambda: float(store.pending[1]))
+    if settings.backend == "redis":
+        from voicebot.scale.redis_store import RedisStore
+
+        assert isinstance(store, RedisStore)
+        metrics.describe("voicebot_queue_depth", "gauge", "Turns waiting or in flight (Redis)")
+        metrics.describe(
+            "voicebot_queue_oldest_seconds", "gauge", "Age of the oldest unanswered turn"
+        )
+        metrics.describe("voicebot_workers_alive", "gauge", "Workers with a fresh heartbeat")
+        metrics.gauge("voicebot_queue_depth", lambda: float(store.stats.depth))
+        metrics.gauge("voicebot_queue_oldest_seconds", lambda: store.stats.oldest_seconds)
+        metrics.gauge("voicebot_workers_alive", lambda: float(store.stats.workers))
     await store.count_pending()
+    return rt
+
+
+async def close_runtime(rt: Runtime) -> None:
+    await rt.jobs.close()
+    await rt.http.close()
+    await rt.store.close()
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    rt = await open_runtime(app[SETTINGS], app[METRICS])
     app[RUNTIME] = rt
     started: list[Delivery] = []
     restore: list[Memory] = []
@@ -128,12 +147,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             await starter
         for delivery in started:
             await delivery.close()
-        await rt.jobs.close()
         state = app[STATE]
         if restore and state.services is not None:
             state.services.pipeline.memory = restore[0]
-        await session.close()
-        await store.close()
+        await close_runtime(rt)
 
 
 async def _when_ready(
@@ -148,7 +165,8 @@ async def _when_ready(
     # caller's last topic is there when they write on WhatsApp.
     restore.append(services.pipeline.memory)
     services.pipeline.memory = rt.store
-    delivery = Delivery(rt, services)
+    # Scale mode: workers answer (``voicebot worker``); this web node only sends.
+    delivery = Delivery(rt, services, inbox=rt.settings.backend == "sqlite")
     started.append(delivery)
     delivery.start()
     rt.workers.set()

@@ -38,8 +38,14 @@ def backoff(attempt: int, base: float, *, cap: float = 300.0) -> float:
 
 
 class Delivery:
-    def __init__(self, rt: Runtime, services: Services) -> None:
+    """Runs the inbox loop (answering) and the outbox loop (sending) over ``rt.store``.
+
+    In scale mode a web node runs only the outbox (``inbox=False``): workers answer.
+    """
+
+    def __init__(self, rt: Runtime, services: Services, *, inbox: bool = True) -> None:
         self.rt = rt
+        self._with_inbox = inbox
         self.responder = Responder(rt, services)
         self._inbox_event = asyncio.Event()
         self._outbox_event = asyncio.Event()
@@ -56,11 +62,12 @@ class Delivery:
     def start(self) -> None:
         self.rt.wake_inbox = self._inbox_event.set
         self.rt.wake_outbox = self._outbox_event.set
-        for name, loop in (
+        loops = [
             ("inbox", self._inbox_loop),
             ("outbox", self._outbox_loop),
             ("maintenance", self._maintenance_loop),
-        ):
+        ]
+        for name, loop in loops if self._with_inbox else loops[1:]:
             self._loops.append(asyncio.create_task(self._forever(name, loop), name=name))
 
     async def close(self) -> None:
@@ -70,6 +77,25 @@ class Delivery:
         for task in [*self._loops, *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    @property
+    def busy(self) -> int:
+        """Inbound messages being answered right now."""
+        return len(self._busy)
+
+    async def drain(self, timeout: float) -> int:
+        """Stop taking new messages, let the ones in flight finish (up to ``timeout``).
+
+        Returns how many were still unfinished; they stay pending and are retaken elsewhere.
+        """
+        if self._loops and self._with_inbox:
+            self._loops[0].cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loops[0]
+        deadline = time.monotonic() + timeout
+        while self._busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return len(self._busy)
 
     async def _forever(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Keep a worker loop alive through unexpected errors (a full disk, a locked DB)."""
@@ -84,7 +110,10 @@ class Delivery:
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
-            await coro
+            try:
+                await coro
+            except Exception:  # e.g. the store went away while recording the outcome
+                _LOGGER.exception("delivery task failed; its item is retried later")
 
         task = asyncio.create_task(run())
         self._tasks.add(task)
@@ -107,7 +136,7 @@ class Delivery:
                     self._busy.add(item.id)
                     self._spawn(self._process(item))
             await self.rt.store.count_pending()
-            await self._wait(self._inbox_event, _IDLE)
+            await self._wait(self._inbox_event, self.rt.store.inbox_idle)
 
     async def _process(self, item: InboxItem) -> None:
         try:

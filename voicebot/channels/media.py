@@ -18,7 +18,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from voicebot.store import MediaRecord, Store
+from voicebot.state import StateStore
+from voicebot.store import MediaRecord
 
 __all__ = ["MediaStore", "respond_media"]
 
@@ -30,7 +31,7 @@ class MediaStore:
     """Files under ``root`` indexed in the SQLite store (so tokens survive a restart), plus
     in-memory pinned files (cached voice prompts) that live as long as the process."""
 
-    def __init__(self, store: Store, root: Path, *, public_url: str, ttl: float) -> None:
+    def __init__(self, store: StateStore, root: Path, *, public_url: str, ttl: float) -> None:
         self._store = store
         self.root = Path(root)
         self._public = public_url.rstrip("/")
@@ -85,12 +86,29 @@ class MediaStore:
     async def purge_expired(self) -> int:
         return await _unlink(await self._store.drop_expired_media(time.time()))
 
+    async def serve(self, name: str) -> web.StreamResponse:
+        """``GET /media/{token}``: the file with its stored Content-Type, or 404."""
+        found = await self.lookup(name)
+        if found is None or not found[0].is_file():
+            raise web.HTTPNotFound()
+        path, content_type, pinned = found
+        # Answers are unique per URL (no-store); prompts never change within a process, so
+        # Twilio may cache them and start them faster (§1.3).
+        cache = "public, max-age=3600" if pinned else "no-store"
+        return web.FileResponse(
+            path, headers={"Content-Type": content_type, "Cache-Control": cache}
+        )
+
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. ENOSPC: don't leave a partial file filling the disk
+        raise
 
 
 async def _unlink(paths: list[str]) -> int:
@@ -103,12 +121,5 @@ async def _unlink(paths: list[str]) -> int:
 
 
 async def respond_media(media: MediaStore, name: str) -> web.StreamResponse:
-    """``GET /media/{token}``: the file with its stored Content-Type, or 404."""
-    found = await media.lookup(name)
-    if found is None or not found[0].is_file():
-        raise web.HTTPNotFound()
-    path, content_type, pinned = found
-    # Answers are unique per URL (no-store); prompts never change within a process, so
-    # Twilio may cache them and start them faster (§1.3).
-    cache = "public, max-age=3600" if pinned else "no-store"
-    return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": cache})
+    """``GET /media/{token}``: whatever the media store serves for it, or 404."""
+    return await media.serve(name)

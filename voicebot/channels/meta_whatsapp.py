@@ -34,6 +34,15 @@ CHANNEL = "meta-whatsapp"
 DEDUPE_TTL = 8 * 86_400.0  # Meta retries for up to 7 days (§5.2)
 
 
+def _text(value: Any) -> str:
+    """``str(value)`` that can be stored and sent: JSON may carry lone surrogates
+    (``"\\ud800"``), which UTF-8 cannot encode; they become U+FFFD."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isascii():
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 def _dicts(value: Any) -> Iterator[dict[str, Any]]:
     if isinstance(value, list):
         yield from (v for v in value if isinstance(v, dict))
@@ -51,17 +60,18 @@ def parse_events(doc: Any, *, default_phone_number_id: str = "") -> list[Inbound
                 continue
             metadata = value.get("metadata")
             number_id = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
-            ours = str(number_id or default_phone_number_id)
+            ours = _text(number_id or default_phone_number_id)
             for message in _dicts(value.get("messages")):
-                msg_id, sender = str(message.get("id", "")), str(message.get("from", ""))
+                msg_id, sender = _text(message.get("id", "")), _text(message.get("from", ""))
                 if not msg_id or not sender or not ours:
                     continue
                 kind = str(message.get("type", ""))
                 body = message.get("text")
                 text = body.get("body", "") if kind == "text" and isinstance(body, dict) else ""
+                text = _text(text)
                 audio = message.get("audio") if kind == "audio" else None
-                media = str(audio.get("id", "")) if isinstance(audio, dict) else ""
-                media_type = str(audio.get("mime_type", "")) if isinstance(audio, dict) else ""
+                media = _text(audio.get("id", "")) if isinstance(audio, dict) else ""
+                media_type = _text(audio.get("mime_type", "")) if isinstance(audio, dict) else ""
                 out.append(
                     Inbound(
                         channel=CHANNEL,
@@ -106,12 +116,12 @@ async def _events(request: web.Request) -> web.Response:
         raise web.HTTPForbidden(text="invalid signature")
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         _LOGGER.warning("signed meta event is not JSON; acknowledged and dropped")
         return web.Response(text="ignored")
     accepted = 0
     for msg in parse_events(doc, default_phone_number_id=rt.settings.meta.phone_number_id):
-        limited = rt.limiter.check(rt.store.user_key(msg.phone))
+        limited = await rt.limiter.take(rt.store.user_key(msg.phone))
         payload = {**msg.to_json(), "limited": limited}
         if await rt.store.accept(f"{CHANNEL}:{msg.message_id}", CHANNEL, payload, ttl=DEDUPE_TTL):
             accepted += 1

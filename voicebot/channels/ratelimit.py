@@ -38,6 +38,10 @@ class RateLimiter:
         self._max = max_senders
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
 
+    async def take(self, sender: str) -> str:
+        """``check`` behind the async ``voicebot.state.Limiter`` interface."""
+        return self.check(sender)
+
     def check(self, sender: str) -> str:
         """ALLOW and spend a token, or REFUSE (first time this minute), or DROP."""
         if self.capacity <= 0:

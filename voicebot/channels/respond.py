@@ -25,6 +25,7 @@ from voicebot.errors import SynthesizeError, VoicebotError
 from voicebot.messages import Answer
 from voicebot.packs import LanguagePack, PackSet
 from voicebot.services import Services
+from voicebot.state import is_outage
 from voicebot.store import AuditRecord, InboxItem, OutboxItem
 
 __all__ = [
@@ -132,7 +133,9 @@ class Responder:
                 texts = [f"{pack.phrase('greeting')}\n\n{body}" if first else body]
                 sources = tuple(s.url for s in answer.sources)
                 outcome = "abstained" if answer.abstained else "ok"
-                if msg.kind == "audio" or pack.voice_reply_always:
+                # A worker shedding load (queue too old) marks the item text-only: no TTS.
+                speak = msg.kind == "audio" or pack.voice_reply_always
+                if speak and not item.payload.get("text_only"):
                     voice_text = pipeline.speech_text(answer, pack)
             else:
                 outcome, texts = "unsupported-message", [pack.phrase("not_understood")]
@@ -141,7 +144,9 @@ class Responder:
             texts = [pipeline.apology(outcome, pack)]
             if outcome.startswith(("audio", "channel")):  # stage errors are counted by stages
                 rt.metrics.inc("voicebot_errors_total", code=outcome)
-        except Exception:
+        except Exception as err:
+            if is_outage(err):
+                raise  # the state backend is away: retake the turn later, do not apologise
             _LOGGER.exception("turn=%s failed unexpectedly", turn)
             outcome, texts = "internal", [pack.phrase("error")]
         chunks = [part for text in texts for part in split_text(text)]
@@ -196,13 +201,17 @@ class Responder:
         try:
             spoken = await self.services.pipeline.speak(text, lang=pack.code)
             ogg = await asyncio.to_thread(audio.encode_ogg_opus, spoken)
+            # A full disk must not cost the user the text answer (or retry the whole turn).
+            return await self.rt.media.put(ogg, "audio/ogg", ext=".ogg")
         except Exception as err:  # the voice note is a bonus: the text answer still goes out
-            code = err.code if isinstance(err, VoicebotError) else "tts-encode-failed"
+            if isinstance(err, VoicebotError):
+                code = err.code
+            else:
+                code = "media-write-failed" if isinstance(err, OSError) else "tts-encode-failed"
             _LOGGER.warning("turn=%s voice note skipped: %s", turn, code)
             if not isinstance(err, SynthesizeError):  # synthesis errors are counted by the stage
                 self.rt.metrics.inc("voicebot_errors_total", code=code)
             return None
-        return await self.rt.media.put(ogg, "audio/ogg", ext=".ogg")
 
     @staticmethod
     def _out(

@@ -21,11 +21,10 @@ from voicebot.channels.base import MediaFetcher, Sender
 from voicebot.channels.jobs import Jobs
 from voicebot.channels.media import MediaStore
 from voicebot.channels.prompts import Prompts
-from voicebot.channels.ratelimit import RateLimiter
 from voicebot.channels.signatures import public_url, verify_twilio
 from voicebot.config import Settings
 from voicebot.metrics import Metrics
-from voicebot.store import Store
+from voicebot.state import Limiter, StateStore
 
 __all__ = [
     "ACK_BUCKETS",
@@ -47,10 +46,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Runtime:
     settings: Settings
     metrics: Metrics
-    store: Store
+    store: StateStore
     media: MediaStore
     http: aiohttp.ClientSession
-    limiter: RateLimiter
+    limiter: Limiter
     prompts: Prompts
     jobs: Jobs = field(default_factory=Jobs)
     senders: dict[str, Sender] = field(default_factory=dict)

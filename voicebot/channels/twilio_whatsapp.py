@@ -36,6 +36,7 @@ __all__ = [
 _LOGGER = logging.getLogger(__name__)
 CHANNEL = "twilio-whatsapp"
 DEDUPE_TTL = 2 * 86_400.0  # ≥ 1 day for Twilio (§7)
+_MAX_MEDIA = 10  # Twilio attaches at most 10 media to a message
 
 
 def parse_message(form: Mapping[str, str]) -> Inbound:
@@ -49,6 +50,7 @@ def parse_message(form: Mapping[str, str]) -> Inbound:
         count = int(form.get("NumMedia") or 0)
     except ValueError:
         count = 0
+    count = min(count, _MAX_MEDIA)  # "NumMedia=999999999999" must not spin the event loop
     media = media_type = ""
     for i in range(count):  # WhatsApp sends one media; take the first audio if there are more
         kind = form.get(f"MediaContentType{i}", "")
@@ -73,7 +75,7 @@ async def _inbound(request: web.Request) -> web.Response:
     # verify → parse → rate-limit → dedupe + persist (one transaction) → ack
     rt = runtime_of(request)
     msg = parse_message(await twilio_form(request))
-    limited = rt.limiter.check(rt.store.user_key(msg.phone))
+    limited = await rt.limiter.take(rt.store.user_key(msg.phone))
     payload = {**msg.to_json(), "limited": limited}
     if await rt.store.accept(f"{CHANNEL}:{msg.message_id}", CHANNEL, payload, ttl=DEDUPE_TTL):
         rt.wake_inbox()

@@ -79,7 +79,11 @@ async def turn_job(
     if spoken_audio is not None and media is None:
         # Twilio transcodes everything to 8 kHz telephony audio: send exactly that (§1.3).
         wav = await asyncio.to_thread(audio.encode_wav, spoken_audio, 8000)
-        media = rt.media.url(await rt.media.put(wav, "audio/wav", ext=".wav", owner=sid))
+        try:
+            media = rt.media.url(await rt.media.put(wav, "audio/wav", ext=".wav", owner=sid))
+        except OSError as err:  # a full disk: the caller still hears the answer, via <Say>
+            _LOGGER.warning("call=%s answer audio not stored (%s); using <Say>", sid[-6:], err)
+            rt.metrics.inc("voicebot_errors_total", code="media-write-failed")
     reply = {
         "media": media or "",
         "text": answer.text,
