@@ -164,7 +164,9 @@ def pcm16_to_ulaw(pcm: npt.NDArray[np.int16]) -> bytes:
 def decode_ulaw(data: bytes) -> Audio:
     """Raw 8 kHz μ-law (Twilio Media Streams, recordings saved as .ulaw) → 16 kHz Audio."""
     samples = ulaw_to_pcm16(data).astype(np.float32) / 32768.0
-    return Audio(resample(samples, _ULAW_RATE, PIPELINE_RATE), PIPELINE_RATE)
+    # Resampling near-full-scale input rings past ±1; Audio promises [-1, 1].
+    upsampled = resample(samples, _ULAW_RATE, PIPELINE_RATE)
+    return Audio(np.clip(upsampled, -1.0, 1.0, dtype=np.float32), PIPELINE_RATE)
 
 
 def ulaw_frames(ulaw: bytes, frame_bytes: int = 160) -> list[bytes]:
