@@ -288,3 +288,16 @@ async def test_realtime_mode_hands_the_call_to_a_media_stream_after_the_language
     _, body, _ = await kit.twilio_post("/twilio/voice", call_form("CA" + "3" * 32))
     root = twiml_tree(body)
     assert [v.tag for v in root] == ["Play", "Redirect"] and "/language" in (root[1].text or "")
+    # The stream's conversation memory is the caller's user key, shared with WhatsApp.
+    from tests.channel_kit import CALLER
+    from voicebot.channels.runtime import normalize_phone
+    from voicebot.channels.twilio_stream import REALTIME
+    from voicebot.realtime.config import CallInfo
+
+    hook = kit.app[REALTIME].hooks.conversation
+    assert hook is not None
+    key = await hook(CallInfo(call_sid=CALL, stream_sid="MZ1", lang="hi"))
+    assert key == kit.rt.store.user_key(normalize_phone(CALLER))
+    assert await hook(CallInfo(call_sid="CA" + "9" * 32, stream_sid="MZ2", lang="hi")) == (
+        "call:CA" + "9" * 32
+    )

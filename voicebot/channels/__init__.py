@@ -34,15 +34,26 @@ __all__ = ["RUNTIME", "Runtime", "close_runtime", "open_runtime", "setup_channel
 _LOGGER = logging.getLogger(__name__)
 
 
+def _mount_stream(app: web.Application, settings: Settings) -> None:
+    """Realtime calls share the caller's conversation (user key) with WhatsApp and turns."""
+    from voicebot.channels.runtime import RUNTIME
+    from voicebot.channels.twilio_stream import setup_stream
+    from voicebot.realtime.config import CallInfo, Hooks
+
+    async def conversation(call: CallInfo) -> str:
+        state = await app[RUNTIME].store.call(call.call_sid)
+        return str(state["user"]) if state and state.get("user") else f"call:{call.call_sid}"
+
+    setup_stream(app, settings, hooks=Hooks(conversation=conversation))
+
+
 def setup_channels(app: web.Application, settings: Settings) -> None:
     """Mount the configured channels and their start-up/shutdown; called by ``create_app``."""
     if settings.twilio.enabled:
         twilio_voice.add_routes(app)
         twilio_whatsapp.add_routes(app)
         if settings.voice_mode == "realtime":
-            from voicebot.channels.twilio_stream import setup_stream
-
-            setup_stream(app, settings)
+            _mount_stream(app, settings)
     else:
         missing = _missing(
             TWILIO_ACCOUNT_SID=settings.twilio.account_sid,
