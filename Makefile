@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := espeak-ng festival festvox-hi-nsk festvox-te-nsk festvox-mr-nsk sox pocketsphinx-testdata redis-server
+APT_PACKAGES := espeak-ng festival festvox-hi-nsk festvox-te-nsk festvox-mr-nsk sox pocketsphinx-testdata redis-server chromium chromium-driver
 STAMP := $(VENV)/.installed
 
 .PHONY: run test setup apt venv lint bench clean

@@ -118,6 +118,7 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     app.router.add_get("/metrics", _metrics)
     app.cleanup_ctx.append(_lifecycle)
     _mount_channels(app, settings)
+    _mount_console(app, settings)
     return app
 
 
@@ -127,6 +128,14 @@ def _mount_channels(app: web.Application, settings: Settings) -> None:
     except ImportError:  # channels not built into this checkout
         return
     setup_channels(app, settings)
+
+
+def _mount_console(app: web.Application, settings: Settings) -> None:
+    try:
+        from voicebot.console import setup_console
+    except ImportError:  # console not built into this checkout
+        return
+    setup_console(app, settings)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -1,4 +1,8 @@
-"""``voicebot packs list|check|new``: operator tools for language packs."""
+"""``voicebot packs list|check|new|eval``: operator tools for language packs.
+
+``eval`` is the quality gate (``voicebot.packeval``): it exits non-zero when a pack misses its
+``[quality]`` thresholds and records the verdict that ``list`` shows in its ``gate`` column.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,12 @@ def register(sub: Any) -> None:
     new.add_argument("code")
     new.add_argument("--root", type=Path, default=None, help="languages directory")
     new.set_defaults(func=scaffold)
+    ev = psub.add_parser("eval", help="quality gate: TTS → phone line → ASR → answer → TTS → ASR")
+    ev.add_argument("codes", nargs="+", metavar="CODE", help="pack codes, or 'all'")
+    ev.add_argument("--out", type=Path, help="full JSON report (every question) to write")
+    ev.add_argument("--chart", type=Path, help="PNG bar chart to write")
+    ev.add_argument("--max", type=int, default=None, metavar="N", help="first N questions per pack")
+    ev.set_defaults(func=evaluate)
 
 
 def engine_capabilities(models_path: Path) -> Capabilities:
@@ -91,13 +101,21 @@ def capability_row(pack: LanguagePack, caps: Capabilities | None) -> dict[str, s
     }
 
 
+def _with_gate(row: dict[str, str], gates: dict[str, str]) -> dict[str, str]:
+    """Add the last recorded ``packs eval`` verdict ("-" when the pack was never gated)."""
+    return {**row, "gate": gates.get(row["code"], "-")}
+
+
 def list_packs(args: argparse.Namespace) -> int:
     from voicebot.cli import load_settings
 
     settings = load_settings(args)
     packs = load_packs(settings.languages_dir, default=settings.default_language)
     caps = None if args.no_engines else engine_capabilities(settings.models_path)
-    rows = [capability_row(p, caps) for p in packs]
+    from voicebot.packeval import gate_status
+
+    gates = gate_status(settings.data_dir)
+    rows = [_with_gate(capability_row(p, caps), gates) for p in packs]
     headers = list(rows[0]) if rows else []
     widths = {h: max(len(h), *(len(r[h]) for r in rows)) for h in headers}
     print("  ".join(h.ljust(widths[h]) for h in headers))
@@ -168,3 +186,45 @@ def scaffold(args: argparse.Namespace) -> int:
     )
     print(f"created {target}; fill in every field, then run: voicebot packs check {target}")
     return 0
+
+
+async def evaluate(args: argparse.Namespace) -> int:
+    """Run the quality gate on the named packs; 1 when any pack fails its thresholds."""
+    from voicebot.cli import load_settings
+    from voicebot.packeval import (
+        evaluate_pack,
+        render_chart,
+        render_table,
+        report_path,
+        save_report,
+    )
+    from voicebot.services import build_services
+
+    # The gate measures quality; latency is reported, not enforced, so a busy machine must not
+    # turn a slow decode into a stage timeout and an empty transcript.
+    settings = load_settings(args)
+    settings = settings.with_overrides(
+        stage_timeout_seconds=max(settings.stage_timeout_seconds, 300.0)
+    )
+    services = await build_services(settings, speech=True)
+    packs = services.packs
+    codes = [p.code for p in packs] if args.codes == ["all"] else args.codes
+    unknown = [c for c in codes if c not in packs]
+    if unknown:
+        print(f"error: no pack named {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    reports = []
+    for code in codes:
+        print(f"{code}: evaluating…", file=sys.stderr, flush=True)
+        reports.append(await evaluate_pack(services.pipeline, packs.get(code), max_cases=args.max))
+    print(render_table(reports))
+    save_report(reports, report_path(settings.data_dir))
+    if args.out:
+        save_report(reports, args.out, merge=False)
+    if args.chart:
+        args.chart.parent.mkdir(parents=True, exist_ok=True)
+        args.chart.write_bytes(render_chart(reports))
+    failed = [r.code for r in reports if not r.passed]
+    if failed:
+        print(f"gate failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
