@@ -12,44 +12,20 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from voicebot.appkeys import METRICS, SETTINGS, STATE, AppState, services_of
+from voicebot.channels import setup_channels
 from voicebot.config import Settings
+from voicebot.console import setup_console
 from voicebot.errors import VoicebotError
 from voicebot.metrics import Metrics
 from voicebot.services import Services, build_services
 
-__all__ = ["METRICS", "SERVICES", "SETTINGS", "STATE", "AppState", "create_app", "services_of"]
+__all__ = ["METRICS", "SETTINGS", "STATE", "AppState", "create_app", "services_of"]
 
 _LOGGER = logging.getLogger(__name__)
-
-
-@dataclass
-class AppState:
-    """Mutable process state: readiness and the services once they are built."""
-
-    services: Services | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    load_error: str | None = None
-    started: float = field(default_factory=time.monotonic)
-
-
-SETTINGS = web.AppKey("settings", Settings)
-METRICS = web.AppKey("metrics", Metrics)
-STATE = web.AppKey("state", AppState)
-SERVICES = STATE  # alias kept short for handlers: app[SERVICES].services
-
-
-def services_of(request: web.Request) -> Services:
-    """The loaded services, or 503 while models are still loading."""
-    state = request.app[STATE]
-    if state.services is None or not state.ready.is_set():
-        raise web.HTTPServiceUnavailable(
-            text='{"status":"loading"}', content_type="application/json"
-        )
-    return state.services
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -117,25 +93,10 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.cleanup_ctx.append(_lifecycle)
-    _mount_channels(app, settings)
-    _mount_console(app, settings)
-    return app
-
-
-def _mount_channels(app: web.Application, settings: Settings) -> None:
-    try:
-        from voicebot.channels import setup_channels
-    except ImportError:  # channels not built into this checkout
-        return
+    # Each mounts only when its secret is configured (fail closed) and logs why not.
     setup_channels(app, settings)
-
-
-def _mount_console(app: web.Application, settings: Settings) -> None:
-    try:
-        from voicebot.console import setup_console
-    except ImportError:  # console not built into this checkout
-        return
     setup_console(app, settings)
+    return app
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from voicebot.app import METRICS, SETTINGS, STATE
+from voicebot.appkeys import METRICS, SETTINGS, STATE
 from voicebot.channels import meta_whatsapp, twilio_voice, twilio_whatsapp
 from voicebot.channels.delivery import Delivery
 from voicebot.channels.media import respond_media

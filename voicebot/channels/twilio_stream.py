@@ -34,7 +34,7 @@ from xml.sax.saxutils import quoteattr
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from voicebot.app import METRICS, STATE
+from voicebot.appkeys import METRICS, STATE
 from voicebot.channels.signatures import verify_twilio
 from voicebot.channels.twiml import Verb, response
 from voicebot.config import Settings

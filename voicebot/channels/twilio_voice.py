@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from voicebot.app import STATE, services_of
+from voicebot.appkeys import STATE, services_of
 from voicebot.channels import twiml
 from voicebot.channels.runtime import (
     Runtime,

@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from voicebot.app import METRICS, SETTINGS, STATE
+from voicebot.appkeys import METRICS, SETTINGS, STATE
 from voicebot.config import Settings
 from voicebot.errors import VoicebotError
 from voicebot.logs import redact
