@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.grounded_kit import real_index
+from tests.grounded_kit import real_answerer, real_index, real_packs
 from voicebot.knowledge import Entry, KnowledgeBase, Scheme
 from voicebot.packs import LanguagePack, PackSet
 from voicebot.retrieval import BM25, EmbeddingCache, KnowledgeIndex, normalize, tokenize
@@ -233,3 +233,93 @@ async def test_real_index_ranks_an_off_topic_question_low() -> None:
     assert on_topic.top is not None and off_topic.top is not None
     assert on_topic.top.named and not off_topic.top.named
     assert on_topic.top.dense > off_topic.top.dense
+
+
+# -- held-out questions ------------------------------------------------------------------------
+# Written in callers' style for this check only, never copied into the knowledge base (entries'
+# questions are other paraphrases): they measure how retrieval and the policy generalise.
+# (lang, question, expected first entry); "!" marks an unsafe question that must get a
+# warning (plan "caution"); every "_out_of_scope.*" item must be referred (plan "refer").
+HELD_OUT = [
+    ("en", "how many rupees pm kisan sends every year to farmer", "pm-kisan.benefit"),
+    ("en", "my kisan credit card interest is how much percent", "kcc.interest"),
+    ("en", "tomorrow there will be storm or not in our district?", "_out_of_scope.weather"),
+    (
+        "en",
+        "a man on phone saying he is from bank, asking the otp that came on my mobile",
+        "!_policy.no_secrets",
+    ),
+    ("en", "what papers needed to open jan dhan account", "pmjdy.documents"),
+    ("en", "who is winning ipl this year", "_out_of_scope.sports_entertainment"),
+    ("hi", "आयुष्मान कार्ड कैसे बनवाएं", "pm-jay.card"),
+    ("hi", "अटल पेंशन में हर महीने कितना जमा करना पड़ेगा", "apy.contribution"),
+    ("hi", "आज मंडी में प्याज का भाव क्या है", "_out_of_scope.market_prices"),
+    ("hi", "पड़ोसी ने मेरी जमीन पर कब्जा कर लिया है", "_out_of_scope.land_dispute"),
+    ("hi", "कल क्रिकेट मैच कौन जीतेगा", "_out_of_scope.sports_entertainment"),
+    ("hi", "पंचायत वाला आवास योजना में नाम डालने के 5000 रुपये मांग रहा है", "!pmay-g.fee_warning"),
+    ("hi", "मनरेगा जॉब कार्ड कैसे बनेगा", "mgnrega.job_card"),
+    ("hi-Latn", "ration card me har mahine kitna anaj milta hai", "nfsa.entitlement"),
+    (
+        "hi-Latn",
+        "fasal kharab hone par bima claim kitne ghante me batana hai",
+        "pmfby.claim_72_hours",
+    ),
+    (
+        "hi-Latn",
+        "bachhe ko tez bukhar hai aur saans nahi aa rahi, kya karu",
+        "_out_of_scope.medical_emergency",
+    ),
+    ("hi-Latn", "koi bol raha hai pm kisan ka paisa chahiye to otp batao", "!_policy.no_secrets"),
+    ("ta", "இந்த வாரம் வெயில் அதிகமா இருக்குமா?", "_out_of_scope.weather"),
+    ("ta", "உஜ்வாலா கேஸ் இணைப்புக்கு என்ன ஆவணங்கள் வேண்டும்?", "pmuy.documents"),
+    ("ta", "ரேஷன் கார்டுக்கு ஒருவருக்கு எத்தனை கிலோ அரிசி கிடைக்கும்?", "nfsa.entitlement"),
+    ("ta", "பருத்தி விலை இன்னைக்கு என்ன?", "_out_of_scope.market_prices"),
+    ("te", "రేపు వర్షం పడుతుందా?", "_out_of_scope.weather"),
+    ("te", "ఉపాధి హామీ పనికి రోజు కూలీ ఎంత ఇస్తారు?", "mgnrega.wage_rate"),
+    ("te", "ఎవరో ఫోన్ చేసి నా ఏటీఎం పిన్ అడుగుతున్నారు", "!_policy.no_secrets"),
+    ("te", "భూసార పరీక్ష కార్డు ఎలా పొందాలి?", "shc.apply"),
+    ("mr", "किसान क्रेडिट कार्ड साठी कोणती कागदपत्रे लागतात?", "kcc.documents"),
+    ("mr", "सोयाबीनचा आजचा बाजारभाव काय आहे?", "_out_of_scope.market_prices"),
+    ("mr", "शेजाऱ्याशी बांधावरून भांडण आहे, काय करू?", "_out_of_scope.land_dispute"),
+    ("mr", "सोलर पंपासाठी किती अनुदान मिळते?", "pm-kusum.subsidy"),
+    ("bn", "আয়ুষ্মান কার্ডে কত টাকার চিকিৎসা ফ্রি?", "pm-jay.benefit"),
+    ("bn", "কাল কি বৃষ্টি হবে?", "_out_of_scope.weather"),
+    ("bn", "জীবন জ্যোতি বিমার প্রিমিয়াম কত?", "pmjjby.premium"),
+    ("bn", "ধানে পোকা লেগেছে, কোন ওষুধ দেব?", "_out_of_scope.crop_disease"),
+    ("gu", "પીએમ કિસાનનો હપ્તો કેટલો આવે છે?", "pm-kisan.benefit"),
+    ("gu", "ઉજ્જવલા ગેસ સિલિન્ડર પર કેટલી સબસિડી મળે છે?", "pmuy.subsidy"),
+    ("gu", "આજે મેચ કોણ જીત્યું?", "_out_of_scope.sports_entertainment"),
+    ("gu", "એક એજન્ટ પીએમ કિસાનમાં નામ ઉમેરવા 1000 રૂપિયા માંગે છે", "!pm-kisan.fraud"),
+    ("kn", "ಕಿಸಾನ್ ಕ್ರೆಡಿಟ್ ಕಾರ್ಡ್ ಸಾಲಕ್ಕೆ ಬಡ್ಡಿ ಎಷ್ಟು?", "kcc.interest"),
+    ("kn", "ನಾಳೆ ಮಳೆ ಬರುತ್ತಾ?", "_out_of_scope.weather"),
+    ("kn", "ಬೆಳೆ ವಿಮೆ ಪ್ರೀಮಿಯಂ ಎಷ್ಟು?", "pmfby.premium"),
+    ("kn", "ಯಾರೋ ಫೋನಿನಲ್ಲಿ ಒಟಿಪಿ ಕೇಳುತ್ತಿದ್ದಾರೆ, ಹೇಳಬೇಕಾ?", "!_policy.no_secrets"),
+    ("kn", "ಹಾವು ಕಚ್ಚಿದೆ, ಏನು ಮಾಡಬೇಕು?", "_out_of_scope.medical_emergency"),
+]
+HELD_OUT_TOP1 = 0.85
+HELD_OUT_LANGS = {"en", "hi", "hi-Latn", "ta", "te", "mr", "bn", "gu", "kn"}
+
+
+async def test_held_out_questions_rank_well_and_off_topic_ones_are_referred() -> None:
+    answerer = real_answerer()
+    top1, unreferred, unwarned = 0, [], []
+    for lang, question, expected in HELD_OUT:
+        unsafe, expected = expected.startswith("!"), expected.lstrip("!")
+        pack = real_packs().get(lang.split("-")[0])
+        plan = (await answerer.gather(question, pack=pack)).plan
+        got = [e.id for e in plan.entries]
+        top1 += bool(got) and got[0] == expected
+        if expected.startswith("_out_of_scope."):
+            # Never a scheme fact for an off-topic question: a referral, at worst "I don't know".
+            assert plan.abstained, (question, plan)
+            if plan.action != "refer":
+                unreferred.append(question)
+        if unsafe and plan.action != "caution":
+            unwarned.append(question)
+    referrals = sum(e.startswith("_out_of_scope.") for _, _, e in HELD_OUT)
+    assert len(HELD_OUT) >= 30 and referrals >= 8 and sum(e[0] == "!" for *_, e in HELD_OUT) >= 4
+    assert {lang for lang, _, _ in HELD_OUT} >= HELD_OUT_LANGS
+    assert top1 / len(HELD_OUT) >= HELD_OUT_TOP1, top1
+    assert unwarned == []
+    # One Hinglish medical question (fever + breathing) still abstains instead of referring.
+    assert len(unreferred) <= 1, unreferred

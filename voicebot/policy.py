@@ -61,7 +61,9 @@ DECISION_CUES: tuple[str, ...] = (
     "be approved",
     "sanction",
     "yes or no",
-    "guarantee",
+    "can you guarantee",
+    "guarantee me",
+    "guarantee that",
     "am i sure to get",
     "definitely get",
     "milega ya nahi",
@@ -84,6 +86,15 @@ FEE_CUES: tuple[str, ...] = (
     "demanding money",
     "whatsapp link",
     "share otp",
+    "otp batao",
+    "otp bata do",
+    "otp maang",
+    "otp bhejo",
+    "pin batao",
+    "asking otp",
+    "asking for otp",
+    "asking my otp",
+    "wants my otp",
     "rishwat",
     "dalal",
     "paisa maang",
@@ -108,7 +119,17 @@ AMBIGUOUS_SCHEMES = 2
 AMBIGUOUS_RATIO = 0.8
 # A fraud entry this close to the top turns an answer into a caution.
 FRAUD_MARGIN = 1.0
+FRAUD_RATIO = 0.9
 CAUTION_FACT_RATIO = 0.85
+# A second entry must be this close to the top one in e5 cosine (about the same thing).
+SECOND_DENSE_GAP = 0.02
+# A general rule (``_policy.no_secrets``) beats the scheme's own warning when it ranks this
+# far above it: an OTP question about PM-KISAN is about OTPs, not about fake PM-KISAN sites.
+GENERAL_RULE_MARGIN = 0.5
+# An out-of-scope referral just below the top wins when it is the closer match in meaning
+# and has this share of the top entry's lead (``Policy._referral``).
+REFER_WINDOW = 4
+REFER_RATIO = 0.6
 
 
 # Entry topics that carry a rule rather than a fact (knowledge/README.md): matched by word.
@@ -164,7 +185,7 @@ class Policy:
         *,
         decision_cues: Sequence[str] = DECISION_CUES,
         fee_cues: Sequence[str] = FEE_CUES,
-        second_ratio: float = 0.8,
+        second_ratio: float = 0.75,
     ) -> None:
         self.kb = kb
         self._decision_base = tuple(decision_cues)
@@ -211,21 +232,30 @@ class Policy:
         if not hits:
             return Plan("abstain", reason="empty knowledge base")
         top = hits[0]
-        if not self.kb.scheme_of(top.entry).in_scope:
-            return Plan("refer", (top.entry,), None, reason=f"out of scope: {top.entry.id}")
+        referral = self._referral(hits, result)
+        if referral is not None:
+            return Plan(
+                "refer", (referral.entry,), None, reason=f"out of scope: {referral.entry.id}"
+            )
         named = result.named_schemes[0] if result.named_schemes else None
         if self._weak(top):
             return Plan("abstain", scheme=named, reason=f"weak evidence ({top.dense:.3f})")
-        if self._ambiguous(hits, result):
-            return Plan("abstain", reason="several schemes fit equally well")
         # The scheme the turn is about: the one named (or followed up on), else the best
         # scheme entry's; a general policy entry at the top does not change it.
         focus = named or next(
             (h.entry.scheme for h in hits if self.kb.scheme_of(h.entry).kind == "scheme"),
             top.entry.scheme,
         )
-        if self._fraud_near_top(hits) or self.mentions_fee(question):
+        # A warning is safe whatever scheme the question is about, so it comes before the
+        # ambiguity check: "someone wants my OTP" names no scheme and fits several.
+        if self._fraud_near_top(hits, result) or self.mentions_fee(question):
+            if named is None and (self._ambiguous(hits, result) or self._is_general(top.entry)):
+                # No one scheme: the general rules' own channel, not a guessed scheme's.
+                rule = self._best(result, self._general_rules(is_fraud_topic))
+                focus = rule.scheme if rule is not None else focus
             return self._caution(hits, result, focus)
+        if self._ambiguous(hits, result):
+            return Plan("abstain", reason="several schemes fit equally well")
         if self.wants_decision(question, decision_cues) or is_decision_topic(top.entry):
             return self._decide(hits, result, focus)
         entries = self._per_clause(result, clause_results) or [top.entry]
@@ -233,6 +263,30 @@ class Policy:
             second = self._second(hits, result, exclude=entries[0])
             entries += [second] if second is not None else []
         return Plan("answer", tuple(entries), entries[0].scheme, reason="clear evidence")
+
+    def _is_general(self, entry: Entry) -> bool:
+        return self.kb.scheme_of(entry).kind == "policy"
+
+    def _referral(self, hits: Sequence[Hit], result: SearchResult) -> Hit | None:
+        """The out-of-scope entry to refer to, if any. At the top it always wins. Just below
+        a scheme entry it still wins when the question names no scheme and the referral is
+        the closer match in meaning (higher e5 cosine) and nearly as strong overall: "will it
+        rain tomorrow?" shares words like rain with crop-loss facts, but a forecast is never
+        answered by a scheme fact."""
+        top = hits[0]
+        if not self.kb.scheme_of(top.entry).in_scope:
+            return top
+        if result.named_schemes or top.named:
+            return None
+        lead = result.lift(top)
+        for hit in hits[1:REFER_WINDOW]:
+            if self.kb.scheme_of(hit.entry).in_scope:
+                continue
+            closer = hit.dense > top.dense and hit.dense >= MIN_DENSE
+            if closer and result.lift(hit) >= REFER_RATIO * lead:
+                return hit
+            break  # only the best referral is compared
+        return None
 
     def use_memory(self, result: SearchResult, scheme: str) -> bool:
         """Should a question that names no scheme lean on the previous turn's scheme?
@@ -270,12 +324,16 @@ class Policy:
         return len({h.entry.scheme for h in close}) >= AMBIGUOUS_SCHEMES
 
     def _second(self, hits: Sequence[Hit], result: SearchResult, exclude: Entry) -> Entry | None:
-        """A second entry only when it is about the same scheme and nearly as relevant."""
-        lead = hits[0].score - result.median
+        """A second entry only when it is about the same scheme and nearly as relevant, both
+        on its own merits (the name's boost left out: every entry of a named scheme shares
+        it) and in meaning (e5 cosine): "पीएम किसान की किस्त कितनी है" is about the amount,
+        and e-KYC, ranked next only because it is a PM-KISAN entry, must not tag along."""
+        lead = result.lift(hits[0])
         for hit in hits[:3]:
             if hit.entry == exclude or hit.entry.scheme != exclude.scheme or _is_rule(hit.entry):
                 continue
-            if hit.score - result.median >= self.second_ratio * lead:
+            close_in_meaning = hits[0].dense - hit.dense <= SECOND_DENSE_GAP
+            if close_in_meaning and result.lift(hit) >= self.second_ratio * lead:
                 return hit.entry
         return None
 
@@ -296,9 +354,18 @@ class Policy:
         return chosen[:2]
 
     @staticmethod
-    def _fraud_near_top(hits: Sequence[Hit]) -> bool:
-        top = hits[0].score
-        return any(is_fraud_topic(h.entry) and top - h.score <= FRAUD_MARGIN for h in hits[:3])
+    def _fraud_near_top(hits: Sequence[Hit], result: SearchResult) -> bool:
+        """A warning at the top, or just below it on its own merits: every entry of a named
+        scheme shares the name's boost, so closeness is measured without it."""
+        if is_fraud_topic(hits[0].entry):
+            return True
+        top, lead = hits[0].score, result.lift(hits[0])
+        return any(
+            is_fraud_topic(h.entry)
+            and top - h.score <= FRAUD_MARGIN
+            and result.lift(h) >= FRAUD_RATIO * lead
+            for h in hits[1:3]
+        )
 
     def _best(self, result: SearchResult, entries: Iterable[Entry]) -> Entry | None:
         ranked = sorted(entries, key=lambda e: -result.scores.get(e.id, float("-inf")))
@@ -307,8 +374,9 @@ class Policy:
     def _rule_entries(self, scheme_id: str, test: Callable[[Entry], bool]) -> list[Entry]:
         """Rule entries of the scheme itself, else the general policy ones."""
         own = [e for e in self.kb.scheme(scheme_id).entries if test(e)]
-        if own:
-            return own
+        return own or self._general_rules(test)
+
+    def _general_rules(self, test: Callable[[Entry], bool]) -> list[Entry]:
         return [e for s in self.kb if s.kind == "policy" for e in s.entries if test(e)]
 
     def _top_fact(
@@ -322,6 +390,13 @@ class Policy:
     def _caution(self, hits: Sequence[Hit], result: SearchResult, focus: str) -> Plan:
         """The best fraud warning (the scheme's own first), then the top fact if it is close."""
         warning = self._best(result, self._rule_entries(focus, is_fraud_topic))
+        general = self._best(result, self._general_rules(is_fraud_topic))
+        if warning is not None and general is not None and general != warning:
+            # On their own merits: the scheme's warning carries the name's boost.
+            own = result.scores.get(warning.id, 0.0)
+            own -= result.boost if warning.scheme in result.named_schemes else 0.0
+            if result.scores.get(general.id, 0.0) - own > GENERAL_RULE_MARGIN:
+                warning = general
         entries = [warning] if warning is not None else []
         fact = self._top_fact(hits, focus, is_fraud_topic)
         # Only a fact nearly as relevant as the warning: the warning is the point here.

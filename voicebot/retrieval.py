@@ -331,9 +331,9 @@ class EmbeddingCache:
         stored = self._load()
         keys = [self._key(role, t) for t in texts]
         # Similar lengths batch together: less padding, ~10-20% faster than input order.
-        missing = sorted(
-            (i for i, k in enumerate(keys) if k not in stored), key=lambda i: len(texts[i])
-        )
+        # Each distinct text once (scheme names and short translations repeat across packs).
+        first = {k: i for i, k in reversed(list(enumerate(keys))) if k not in stored}
+        missing = sorted(first.values(), key=lambda i: len(texts[i]))
         self.hits += len(texts) - len(missing)
         self.misses += len(missing)
         encode = self.embedder.query if role == "query" else self.embedder.passage
@@ -395,6 +395,12 @@ class SearchResult:
     named_schemes: tuple[str, ...]  # scheme ids whose names/aliases appear in the question
     spread: float  # top fused score minus the median: how clearly anything stands out
     scores: Mapping[str, float] = field(default_factory=dict)  # fused score of every entry
+    boost: float = 0.0  # what was added to the named (or followed-up) scheme's entries
+
+    def lift(self, hit: Hit) -> float:
+        """How far a hit stands above the median on its own merits, without the boost every
+        entry of a named scheme shares (which says nothing about which of them fits)."""
+        return hit.score - self.median - (self.boost if hit.named else 0.0)
 
     @property
     def top(self) -> Hit | None:
@@ -628,7 +634,13 @@ class KnowledgeIndex:
             return SearchResult(hits=(), named_schemes=tuple(named), spread=0.0)
         spread = float(fused[order[0]] - np.median(fused))
         scores = {e.id: float(v) for e, v in zip(self.entries, fused, strict=True)}
-        return SearchResult(hits=hits, named_schemes=tuple(named), spread=spread, scores=scores)
+        return SearchResult(
+            hits=hits,
+            named_schemes=tuple(named),
+            spread=spread,
+            scores=scores,
+            boost=boost if boosted else 0.0,
+        )
 
     def _cross_script(self, words: Sequence[str]) -> Matrix:
         """Outline coverage of native words in Latin text and of Latin words in native text,
