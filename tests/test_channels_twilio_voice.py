@@ -43,10 +43,11 @@ async def _play_wav(kit: Kit, url: str) -> float:
         return w.getnframes() / 8000
 
 
-async def test_greeting_starts_fast_with_cached_prompts_and_offers_every_language(
+async def test_greeting_starts_fast_with_cached_prompts_and_offers_every_language_it_hears(
     aiohttp_client: Factory, aiohttp_server: Factory, tmp_path: Path
 ) -> None:
-    kit = await _voice_kit(aiohttp_client, aiohttp_server, tmp_path, langs=("en", "hi", "pa"))
+    langs = ("en", "hi", "ur", "pa")
+    kit = await _voice_kit(aiohttp_client, aiohttp_server, tmp_path, langs=langs)
     # Webhook in, TwiML out, then Twilio fetches the greeting audio: all before it can play.
     times = []
     for i in range(20):
@@ -62,9 +63,12 @@ async def test_greeting_starts_fast_with_cached_prompts_and_offers_every_languag
     root = twiml_tree(body)
     greeting, gather, fallback = list(root)
     assert greeting.tag == "Play" and fallback.tag == "Redirect"
-    assert gather.get("input") == "dtmf" and gather.get("numDigits") == "2"  # Punjabi is 10
+    assert gather.get("input") == "dtmf" and gather.get("numDigits") == "2"  # Urdu is 11
     plays = [p.text or "" for p in gather.findall("Play")]
     assert len(plays) == 3 and len(set(plays)) == 3  # each pack's phrase, in its own voice
+    # Punjabi cannot listen (`[stt] language = ""`): a call is never offered in it.
+    punjabi = kit.services.packs.get("pa")
+    assert not punjabi.can_listen and kit.rt.prompts.url(punjabi, "choose_language") not in plays
     assert await _play_wav(kit, greeting.text or "") > 0.2
     for url in plays:
         await _play_wav(kit, url)
@@ -301,3 +305,58 @@ async def test_realtime_mode_hands_the_call_to_a_media_stream_after_the_language
     assert await hook(CallInfo(call_sid="CA" + "9" * 32, stream_sid="MZ2", lang="hi")) == (
         "call:CA" + "9" * 32
     )
+
+
+async def test_a_language_that_cannot_listen_moves_the_caller_to_whatsapp_text(
+    aiohttp_client: Factory, aiohttp_server: Factory, tmp_path: Path
+) -> None:
+    from tests.channel_kit import languages, whatsapp_form
+
+    # Odia has no recogniser (`[stt] language = ""`); give it a one-key digit for the test.
+    root = languages(tmp_path, ("en", "hi", "or"))
+    pack_file = root / "or" / "pack.toml"
+    pack_file.write_text(
+        pack_file.read_text(encoding="utf-8").replace("dtmf_digit = 12", "dtmf_digit = 3"),
+        encoding="utf-8",
+    )
+    stt = FakeTranscriber("how much does pm kisan pay")
+    kit = await _voice_kit(
+        aiohttp_client, aiohttp_server, tmp_path, transcriber=stt, langs=("en", "hi", "or")
+    )
+    odia = kit.services.packs.get("or")
+    assert not odia.can_listen and odia.dtmf_digit == 3
+    _, body, _ = await kit.twilio_post("/twilio/voice", call_form(CALL))
+    menu = twiml_tree(body).find("Gather")
+    assert menu is not None and menu.get("numDigits") == "1"
+    offered = {p.text for p in menu.findall("Play")}
+    assert kit.rt.prompts.url(odia, "choose_language") not in offered and len(offered) == 2
+    # A caller who presses Odia's key anyway is told, in Odia, that replies come in text; the
+    # Odia greeting goes to their WhatsApp; the spoken languages are offered again.
+    _, body, _ = await kit.twilio_post("/twilio/voice/language?n=1", call_form(CALL, Digits="3"))
+    root_ = twiml_tree(body)
+    assert [v.tag for v in root_] == ["Play", "Gather", "Redirect"]
+    assert root_[0].text == kit.rt.prompts.url(odia, "text_only")
+    assert root_.find("Record") is None  # never a recording nobody can understand
+    await until(lambda: len(kit.twilio.sent) == 1)
+    sent = kit.twilio.sent[0]
+    assert sent["To"] == f"whatsapp:{CALLER}" and sent["Body"] == odia.phrase("greeting")
+    await kit.twilio_post("/twilio/voice/language?n=1", call_form(CALL, Digits="3"))  # retried
+    await asyncio.sleep(0.2)
+    assert len(kit.twilio.sent) == 1
+    # No key after that: the call goes on in a language that listens (the default), not Odia.
+    _, body, _ = await kit.twilio_post("/twilio/voice/language?n=1", call_form(CALL))
+    record = twiml_tree(body).find("Record")
+    assert record is not None
+    en = kit.services.packs.get("en")
+    assert twiml_tree(body)[0].text == kit.rt.prompts.url(en, "ask_question")
+    # WhatsApp now answers this number in Odia.
+    await kit.twilio_post("/twilio/whatsapp", whatsapp_form("SM1", "PM kisan?"))
+    await until(lambda: len(kit.twilio.sent) == 2)
+    assert odia.phrase("sources") in kit.twilio.sent[1]["Body"]
+    # The next call remembers Odia: it says so in Odia before the menu, and records nothing.
+    _, body, _ = await kit.twilio_post("/twilio/voice", call_form("CA" + "4" * 32))
+    root_ = twiml_tree(body)
+    assert [v.tag for v in root_] == ["Play", "Play", "Gather", "Redirect"]
+    assert root_[0].text == kit.rt.prompts.url(en, "greeting")
+    assert root_[1].text == kit.rt.prompts.url(odia, "text_only")
+    assert stt.calls == 0

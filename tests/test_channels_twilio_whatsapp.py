@@ -145,6 +145,38 @@ async def test_hindi_user_gets_hindi_text_and_voice(
     assert "स्रोत" in kit.twilio.sent[3]["Body"]
 
 
+async def test_voice_note_in_a_language_that_cannot_listen_gets_the_text_only_reply(
+    aiohttp_client: Factory, aiohttp_server: Factory, tmp_path: Path
+) -> None:
+    stt = FakeTranscriber("what does pm kisan pay")
+    kit = await start_kit(
+        aiohttp_client, aiohttp_server, tmp_path, transcriber=stt, langs=("en", "or")
+    )
+    odia = kit.services.packs.get("or")
+    assert not odia.can_listen  # `[stt] language = ""`: no recogniser knows Odia
+    await kit.twilio_post("/twilio/whatsapp", whatsapp_form("SM1", "ଓଡ଼ିଆ"))
+    await until(lambda: len(kit.twilio.sent) == 1)
+    assert kit.twilio.sent[0]["Body"] == odia.phrase("greeting")
+    kit.twilio.media["ME1"] = (ogg_note(), "audio/ogg")
+    form = whatsapp_form(
+        "MM2", NumMedia="1", MediaUrl0=kit.twilio.media_url("ME1"), MediaContentType0="audio/ogg"
+    )
+    fetched = len(kit.twilio.auth)
+    await kit.twilio_post("/twilio/whatsapp", form)
+    await until(lambda: len(kit.twilio.sent) == 2)
+    await asyncio.sleep(0.2)
+    assert len(kit.twilio.sent) == 2  # one text, no voice note
+    reply = kit.twilio.sent[1]
+    assert reply["Body"] == odia.phrase("text_only") and "MediaUrl" not in reply
+    assert stt.calls == 0 and len(kit.twilio.auth) == fetched + 1  # the note was not downloaded
+    audit = (await kit.rt.store.audit_log())[0]
+    assert audit["lang"] == "or" and audit["outcome"] == "stt-unsupported"
+    # A typed question in the same conversation is answered normally, in Odia.
+    await kit.twilio_post("/twilio/whatsapp", whatsapp_form("SM3", "PM kisan?"))
+    await until(lambda: len(kit.twilio.sent) == 3)
+    assert odia.phrase("sources") in kit.twilio.sent[2]["Body"]
+
+
 async def test_duplicate_and_concurrent_redeliveries_are_answered_once(
     aiohttp_client: Factory, aiohttp_server: Factory, tmp_path: Path
 ) -> None:

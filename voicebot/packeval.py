@@ -10,10 +10,15 @@ list of alternatives; numbers as digits). For every question:
         question   → Pipeline.ask → must_include     (text answer accuracy)
         text answer ─TTS→ μ-law 8 kHz → ASR → CER    (TTS intelligibility)
 
-and every stage is timed. A pack without a recogniser (``stt.language = ""``) reports text
-accuracy only, with ``asr: n/a``. ``gate`` compares the measurements with the pack's
-``[quality]`` thresholds; the last report lives in ``<data_dir>/packeval/last.json`` so
-``packs list`` and the console can show which packs passed.
+and every stage is timed. A pack without a recogniser (``stt.language = ""``) runs only the
+text chain and reports text accuracy, with ``asr: n/a``. ``gate`` compares the measurements
+with the pack's ``[quality]`` thresholds: ASR CER and text accuracy against the pack's value or
+``DEFAULT_THRESHOLDS``; spoken answer accuracy and TTS CER only when the pack declares
+``answer_accuracy_min`` / ``tts_cer_max`` (otherwise they are reported, not gated). Speech is
+recognised with whatever transcriber the pipeline has; ``packs eval`` builds it with
+deterministic decoding (temperature 0 only), so the numbers repeat run to run. The last report
+lives in ``<data_dir>/packeval/last.json`` so ``packs list`` and the console can show which
+packs passed.
 
 Answer matching follows the shared scorer's rules through ``voicebot.scoring``; on top of it
 ``normalise_answer`` reads the pack's own number words (``[numbers]`` lakh/crore/thousand/
@@ -66,11 +71,13 @@ __all__ = [
 ]
 
 CASES_FILE = Path("eval") / "cases.jsonl"
-# Used when a pack's [quality] table leaves a key out (the template's values).
+# Used when a pack's [quality] table leaves a key out. Spoken answer accuracy and TTS CER have
+# no default: they are gated only when the pack declares ``answer_accuracy_min`` /
+# ``tts_cer_max`` (a recogniser that cannot read a voice back makes TTS CER 1.00 whatever the
+# voice), and reported otherwise.
 DEFAULT_THRESHOLDS: Mapping[str, float] = {
     "asr_cer_max": 0.5,
-    "answer_accuracy_min": 0.75,
-    "tts_cer_max": 0.6,
+    "text_accuracy_min": 0.75,
 }
 # The spoken reply is cut at a sentence end after this many characters: long answers would
 # make the gate slow without saying more about the voice.
@@ -221,7 +228,7 @@ class PackReport:
     voice: str
     cases: int
     asr_cer: float | None
-    answer_accuracy: float  # spoken path when the pack listens, else text
+    answer_accuracy: float | None  # spoken questions; None when the pack cannot listen
     text_accuracy: float
     tts_cer: float | None
     latency_ms: dict[str, float]
@@ -334,7 +341,7 @@ async def evaluate_pack(
         cases=len(results),
         asr_cer=corpus_cer((r.question, r.transcript or "") for r in results) if listens else None,
         answer_accuracy=(
-            sum(bool(r.spoken_pass) for r in results) / len(results) if listens else text_acc
+            sum(bool(r.spoken_pass) for r in results) / len(results) if listens else None
         ),
         text_accuracy=text_acc,
         tts_cer=(
@@ -357,14 +364,15 @@ def gate(report: PackReport) -> list[str]:
     """One line per threshold the report misses (empty list: the pack passes)."""
     t = report.thresholds
     out: list[str] = []
-    if report.asr_cer is not None and report.asr_cer > t["asr_cer_max"]:
-        out.append(f"asr cer {report.asr_cer:.2f} > {t['asr_cer_max']:.2f}")
-    if report.answer_accuracy < t["answer_accuracy_min"]:
-        out.append(f"answer accuracy {report.answer_accuracy:.2f} < {t['answer_accuracy_min']:.2f}")
+    asr, spoken, tts = report.asr_cer, report.answer_accuracy, report.tts_cer
+    if asr is not None and "asr_cer_max" in t and asr > t["asr_cer_max"]:
+        out.append(f"asr cer {asr:.2f} > {t['asr_cer_max']:.2f}")
+    if spoken is not None and "answer_accuracy_min" in t and spoken < t["answer_accuracy_min"]:
+        out.append(f"answer accuracy {spoken:.2f} < {t['answer_accuracy_min']:.2f}")
     if "text_accuracy_min" in t and report.text_accuracy < t["text_accuracy_min"]:
         out.append(f"text accuracy {report.text_accuracy:.2f} < {t['text_accuracy_min']:.2f}")
-    if report.tts_cer is not None and report.tts_cer > t["tts_cer_max"]:
-        out.append(f"tts cer {report.tts_cer:.2f} > {t['tts_cer_max']:.2f}")
+    if tts is not None and "tts_cer_max" in t and tts > t["tts_cer_max"]:
+        out.append(f"tts cer {tts:.2f} > {t['tts_cer_max']:.2f}")
     return out
 
 
@@ -407,8 +415,12 @@ def gate_status(data_dir: Path) -> dict[str, str]:
     }
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+def _bar(value: float | None, thresholds: Mapping[str, float], key: str, sign: str) -> str:
+    """A measurement with its threshold, "(not gated)" when the pack declares none."""
+    if value is None:
+        return "n/a"
+    limit = thresholds.get(key)
+    return f"{value:.2f} ({sign}{limit:.2f})" if limit is not None else f"{value:.2f} (not gated)"
 
 
 def render_table(reports: Sequence[PackReport]) -> str:
@@ -422,10 +434,10 @@ def render_table(reports: Sequence[PackReport]) -> str:
             [
                 r.code,
                 str(r.cases),
-                f"{_fmt(r.asr_cer)} (≤{t['asr_cer_max']:.2f})" if r.asr else "n/a",
-                f"{r.answer_accuracy:.2f} (≥{t['answer_accuracy_min']:.2f})",
-                f"{r.text_accuracy:.2f}",
-                f"{_fmt(r.tts_cer)} (≤{t['tts_cer_max']:.2f})" if r.asr else "n/a",
+                _bar(r.asr_cer, t, "asr_cer_max", "≤"),
+                _bar(r.answer_accuracy, t, "answer_accuracy_min", "≥"),
+                _bar(r.text_accuracy, t, "text_accuracy_min", "≥"),
+                _bar(r.tts_cer, t, "tts_cer_max", "≤"),
                 f"{turn:.0f}" if r.asr else f"{r.latency_ms.get('answer', 0.0):.0f}",
                 "pass" if r.passed else "FAIL: " + "; ".join(r.failures),
             ]
@@ -519,11 +531,9 @@ def render_chart(reports: Sequence[PackReport]) -> bytes:
     for index, report in enumerate(reports):
         x0 = left + 6 + index * group
         values = (report.asr_cer, report.answer_accuracy, report.text_accuracy, report.tts_cer)
-        limits = (
-            report.thresholds["asr_cer_max"],
-            report.thresholds["answer_accuracy_min"],
-            report.thresholds.get("text_accuracy_min"),
-            report.thresholds["tts_cer_max"],
+        limits = tuple(
+            report.thresholds.get(key)
+            for key in ("asr_cer_max", "answer_accuracy_min", "text_accuracy_min", "tts_cer_max")
         )
         for k, ((_, color), value, limit) in enumerate(zip(_SERIES, values, limits, strict=True)):
             x = x0 + k * bar

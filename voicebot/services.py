@@ -28,10 +28,18 @@ _LOGGER = logging.getLogger(__name__)
 
 
 class TranscriberPool:
-    """One loaded Whisper model per model name, shared by every pack that names it."""
+    """One loaded Whisper model per model name, shared by every pack that names it.
 
-    def __init__(self, settings: Settings) -> None:
+    ``temperatures`` overrides the engine's decoding schedule: ``(0.0,)`` turns off
+    temperature-fallback sampling, so the same audio always gives the same transcript
+    (``packs eval`` measures with it; serving keeps the engine's default fallback).
+    """
+
+    def __init__(
+        self, settings: Settings, *, temperatures: tuple[float, ...] | None = None
+    ) -> None:
         self._settings = settings
+        self.temperatures = temperatures
         self._models: dict[str, Transcriber] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -47,7 +55,7 @@ class TranscriberPool:
         return await self.get(pack.stt.model or self._settings.default_whisper)
 
     def _load(self, model: str) -> Transcriber:
-        from voicebot.engines.whisper import FasterWhisperTranscriber
+        from voicebot.engines.whisper import TEMPERATURES, FasterWhisperTranscriber
         from voicebot.models import resolve_whisper
 
         path = resolve_whisper(model, self._settings.models_path)
@@ -57,6 +65,7 @@ class TranscriberPool:
             device=self._settings.device,
             cpu_threads=self._settings.cpu_threads,
             num_workers=self._settings.asr_workers,
+            temperatures=self.temperatures or TEMPERATURES,
         )
 
     @property
@@ -109,8 +118,13 @@ async def build_services(
     speech: bool = True,
     memory: Memory | None = None,
     metrics: Metrics | None = None,
+    asr_temperatures: tuple[float, ...] | None = None,
 ) -> Services:
-    """Load packs, the answerer and (with ``speech``) the speech engines."""
+    """Load packs, the answerer and (with ``speech``) the speech engines.
+
+    ``asr_temperatures`` is passed to the ``TranscriberPool`` (``(0.0,)``: deterministic
+    decoding, used by ``packs eval``); None keeps the engine's default.
+    """
     metrics = metrics or Metrics()
     packs = load_packs(Path(settings.languages_dir), default=settings.default_language)
     from voicebot.answering.factory import build_answerer
@@ -123,7 +137,7 @@ async def build_services(
         from voicebot.models import prepare_packaged
 
         await asyncio.to_thread(prepare_packaged, settings.models_path)
-        transcribers = TranscriberPool(settings)
+        transcribers = TranscriberPool(settings, temperatures=asr_temperatures)
         synthesizer = SynthRouter(cache_dir=settings.models_path)
     else:
         synthesizer = _NoSpeech()  # type: ignore[assignment]

@@ -184,4 +184,6 @@ async def _when_ready(
     if rt.settings.twilio.enabled:
         default = services.packs.resolve(rt.settings.default_language)
         packs = {p.code: p for p in (default, *twilio_voice.voice_packs(services.packs))}
-        await rt.prompts.warm(services.pipeline, packs.values())
+        # Languages without a recogniser: a call only ever plays their `text_only` phrase.
+        text_only = [p for p in services.packs.enabled if not p.can_listen]
+        await rt.prompts.warm(services.pipeline, packs.values(), text_only)

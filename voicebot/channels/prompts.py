@@ -55,13 +55,22 @@ class Prompts:
         """The cached recording of ``text`` if it is one of the pack's phrases (apologies)."""
         return self._urls.get((pack.code, text))
 
-    async def warm(self, pipeline: Pipeline, packs: Iterable[LanguagePack]) -> None:
+    async def warm(
+        self,
+        pipeline: Pipeline,
+        packs: Iterable[LanguagePack],
+        text_only: Iterable[LanguagePack] = (),
+    ) -> None:
+        """Every prompt of ``packs``; only the ``text_only`` phrase of the ``text_only`` packs
+        (languages a call cannot run in, whose callers are told so in their language)."""
         packs = list(packs)
         for keys in (CALL_START, PROMPTS[len(CALL_START) :]):
             for key in keys:
                 for pack in packs:
                     await self._make(pipeline, pack, key)
             self.ready.set()
+        for pack in text_only:
+            await self._make(pipeline, pack, "text_only")
         self.complete.set()
         _LOGGER.info("voice prompts ready: %d files for %d packs", len(self._urls), len(packs))
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from voicebot.channels.base import Inbound, Outbound
 from voicebot.channels.ratelimit import DROP, REFUSE
 from voicebot.channels.runtime import Runtime, engine_versions
-from voicebot.errors import SynthesizeError, VoicebotError
+from voicebot.errors import SynthesizeError, TranscribeError, VoicebotError
 from voicebot.messages import Answer
 from voicebot.packs import LanguagePack, PackSet
 from voicebot.services import Services
@@ -182,6 +182,8 @@ class Responder:
     async def _listen(self, msg: Inbound, pack: LanguagePack) -> str:
         from voicebot import audio
 
+        if not pack.can_listen:  # no recogniser: the pack's `text_only` reply, nothing fetched
+            raise TranscribeError(f"{pack.code} has no speech recogniser", code="stt-unsupported")
         fetcher = self.rt.fetchers[msg.channel]
         data = await fetcher.fetch(msg)
         settings = self.rt.settings

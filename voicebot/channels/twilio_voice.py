@@ -4,7 +4,10 @@ Routes (all POST, all signed):
   /twilio/voice            greeting with disclosure from cached prompts, then the language
                            menu (``<Gather input="dtmf">``, each pack's phrase in its own
                            voice) — or straight to the question for a returning number
-  /twilio/voice/language   the menu's digits → the caller's pack (remembered for next time)
+  /twilio/voice/language   the menu's digits → the caller's pack (remembered for next time);
+                           the menu lists only packs that can listen, and the digit of a pack
+                           without a recogniser gets its ``text_only`` phrase, its greeting on
+                           the caller's WhatsApp, and the menu again (``_text_only``)
   /twilio/voice/turn       ``<Record action>``: dedupes CallSid+turn, starts the turn in the
                            background, plays the answer if it is ready within
                            ``voice_answer_wait_seconds``, else a hold prompt + ``<Redirect>``
@@ -20,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -80,11 +83,15 @@ def _ask(
     ]
 
 
-def _menu(rt: Runtime, packs: PackSet, n: int, *, greet: bool) -> str:
+def _menu(
+    rt: Runtime, packs: PackSet, n: int, *, greet: bool, lead: Sequence[twiml.Verb] = ()
+) -> str:
+    """The language menu (only packs that can listen); ``lead`` plays before it."""
     default = packs.resolve(rt.settings.default_language)
     choices = voice_packs(packs)
     digits = max((len(str(p.dtmf_digit)) for p in choices), default=1)
     verbs = [_prompt(rt, default, "greeting")] if greet else []
+    verbs.extend(lead)
     verbs.append(
         twiml.gather(
             *[_prompt(rt, p, "choose_language") for p in choices],
@@ -146,10 +153,35 @@ async def _call(
             "callee": form.get("To", ""),
             "last": None,
         }
+    # A call only ever runs in a pack that can listen: a language remembered from WhatsApp
+    # that has no recogniser falls back to the default here (and ``_start`` offers the menu).
     packs, lang = services.packs, str(state.get("lang") or "")
-    if lang in packs and packs.get(lang).enabled:
+    if lang in packs and packs.get(lang).enabled and packs.get(lang).can_listen:
         return sid, state, packs.get(lang)
     return sid, state, packs.resolve(rt.settings.default_language)
+
+
+def _cannot_listen(packs: PackSet, code: str) -> LanguagePack | None:
+    """The enabled pack ``code`` when it has no speech recogniser (so no call can run in it)."""
+    if code in packs and packs.get(code).enabled and not packs.get(code).can_listen:
+        return packs.get(code)
+    return None
+
+
+async def _text_only(
+    rt: Runtime, services: Services, sid: str, n: int, state: Mapping[str, Any], pack: LanguagePack
+) -> str:
+    """A caller chose a language the bot cannot understand on a call (``[stt] language = ""``).
+
+    Said plainly in that language (its ``text_only`` phrase), the conversation moves to text:
+    the language is remembered for WhatsApp and the pack's greeting is sent to the caller's
+    WhatsApp (when that channel is configured), so a typed question is answered in it. Then
+    the menu of spoken languages is read again, so the caller is never left recording into a
+    recogniser that does not exist.
+    """
+    await rt.store.set_language(str(state["user"]), pack.code)
+    await whatsapp_copy(rt, sid, n, state, pack.phrase("greeting"), tag="text-only")
+    return _menu(rt, services.packs, n, greet=False, lead=[_prompt(rt, pack, "text_only")])
 
 
 # -- handlers -------------------------------------------------------------------------------
@@ -159,13 +191,17 @@ async def _start(request: web.Request) -> web.Response:
     rt, form = runtime_of(request), await twilio_form(request)
     services = services_of(request)
     sid, state, pack = await _call(rt, services, form)
-    if state.get("lang") and _realtime(rt):
+    remembered = str(state.get("lang") or "")
+    if remembered == pack.code and _realtime(rt):
         language = twiml.redirect(_url(rt, "/language", n=1))  # → <Connect><Stream>
         body = twiml.response(_prompt(rt, pack, "greeting"), language)
-    elif state.get("lang"):  # a returning number: its language is remembered (any channel)
+    elif remembered == pack.code:  # a returning number: its language is remembered (any channel)
         body = twiml.response(_prompt(rt, pack, "greeting"), *_ask(rt, pack, 1))
     else:
-        body = _menu(rt, services.packs, 1, greet=True)
+        # A language chosen on WhatsApp that cannot listen: say so in it, then the menu.
+        text_only = _cannot_listen(services.packs, remembered)
+        lead = [_prompt(rt, text_only, "text_only")] if text_only else []
+        body = _menu(rt, services.packs, 1, greet=True, lead=lead)
     _LOGGER.info("call=%s started lang=%s", sid[-6:], state.get("lang") or "menu")
     return _xml(body)
 
@@ -177,7 +213,9 @@ async def _language(request: web.Request) -> web.Response:
     n = _int(request.query.get("n"), 1)
     digits = form.get("Digits", "")
     chosen = services.packs.by_digit(digits) if digits else None
-    if digits and (chosen is None or not chosen.can_listen):
+    if chosen is not None and not chosen.can_listen:
+        return _xml(await _text_only(rt, services, sid, n, state, chosen))
+    if digits and chosen is None:
         return _xml(_menu(rt, services.packs, n, greet=False))  # unknown key: read it again
     if chosen is not None:
         pack = chosen

@@ -142,8 +142,11 @@ async def slow_job(
     return reply
 
 
-async def whatsapp_copy(rt: Runtime, sid: str, n: int, state: Mapping[str, Any], text: str) -> bool:
-    """Queue the last answer (with its source links) to the caller's WhatsApp (keypad 9)."""
+async def whatsapp_copy(
+    rt: Runtime, sid: str, n: int, state: Mapping[str, Any], text: str, *, tag: str = "whatsapp"
+) -> bool:
+    """Queue ``text`` to the caller's WhatsApp: the last answer with its source links (keypad 9),
+    or a text-only language's greeting (``tag`` keeps the two apart in the outbox)."""
     phone = normalize_phone(str(state.get("caller", "")))
     if WHATSAPP not in rt.senders or not phone.startswith("+") or not text:
         return False
@@ -159,7 +162,7 @@ async def whatsapp_copy(rt: Runtime, sid: str, n: int, state: Mapping[str, Any],
         text=text,
         user=str(state.get("user", "")),
     )
-    parent = f"{CHANNEL}:{sid}:{n}:whatsapp"  # fixed id: a retried keypress queues it once
+    parent = f"{CHANNEL}:{sid}:{n}:{tag}"  # fixed id: a retried keypress queues it once
     await rt.store.enqueue(
         [
             OutboxItem(

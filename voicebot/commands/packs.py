@@ -191,6 +191,7 @@ def scaffold(args: argparse.Namespace) -> int:
 async def evaluate(args: argparse.Namespace) -> int:
     """Run the quality gate on the named packs; 1 when any pack fails its thresholds."""
     from voicebot.cli import load_settings
+    from voicebot.engines.whisper import DETERMINISTIC
     from voicebot.packeval import (
         evaluate_pack,
         render_chart,
@@ -206,7 +207,9 @@ async def evaluate(args: argparse.Namespace) -> int:
     settings = settings.with_overrides(
         stage_timeout_seconds=max(settings.stage_timeout_seconds, 300.0)
     )
-    services = await build_services(settings, speech=True)
+    # Deterministic decoding (no temperature-fallback sampling): a gate that samples would pass
+    # and fail the same pack on the same audio from one run to the next.
+    services = await build_services(settings, speech=True, asr_temperatures=DETERMINISTIC)
     packs = services.packs
     codes = [p.code for p in packs] if args.codes == ["all"] else args.codes
     unknown = [c for c in codes if c not in packs]
