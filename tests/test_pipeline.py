@@ -112,3 +112,15 @@ async def test_blocking_keeps_the_slot_until_a_cancelled_thread_ends() -> None:
     assert running == ["a"]  # "b" waits: the cancelled call's thread still holds the slot
     gate.set()
     assert await second == "b"
+
+
+async def test_warm_up_survives_a_broken_voice_and_uses_each_packs_own_phrase() -> None:
+    # Festival's Indic diphone voices segfault on Latin text; warm-up must not take the
+    # server down with them, and each pack warms with its own (native) phrase.
+    broken = ["festival:voice_hindi_NSK_diphone", "espeak-ng:hi"]
+    tts = ToneSynthesizer(fail_voices=broken)
+    services = fake_services(synthesizer=tts)
+    await services.warm()
+    hi = services.packs.get("hi")
+    assert (hi.phrase("please_wait"), "espeak-ng:hi", hi.tts.speed) in tts.calls
+    assert not any(text == "Namaste." for text, _, _ in tts.calls)

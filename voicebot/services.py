@@ -16,7 +16,7 @@ from pathlib import Path
 from voicebot.answering.base import Answerer
 from voicebot.config import Settings
 from voicebot.engines.base import Synthesizer, Transcriber, Translator
-from voicebot.errors import ModelError
+from voicebot.errors import ModelError, SynthesizeError
 from voicebot.memory import Memory
 from voicebot.metrics import Metrics
 from voicebot.packs import LanguagePack, PackSet, load_packs
@@ -106,10 +106,14 @@ class Services:
                 if warm is not None:
                     await warm()
         if self.synthesizer is not None:
-            voices = {p.tts.voice for p in self.packs.enabled if p.tts.voice}
-            for voice in sorted(voices):
-                if self.synthesizer.supports(voice):
-                    await self.synthesizer.synthesize("Namaste.", voice=voice)
+            # Each pack speaks its own phrase through its voice plan (falling back voice by
+            # voice): an Indic diphone voice can crash on Latin text, and one broken voice must
+            # not keep the whole server from becoming ready.
+            for pack in self.packs.enabled:
+                try:
+                    await self.pipeline.speak(pack.phrase("please_wait"), lang=pack.code)
+                except SynthesizeError as err:
+                    _LOGGER.warning("%s: no voice could speak at warm-up (%s)", pack.code, err)
 
 
 async def build_services(
