@@ -1823,7 +1823,7 @@ def _stderr_log(message: str) -> None:
 async def _section(
     report: Report, name: str, make: Callable[[], Awaitable[dict[str, Any]]], log: Log
 ) -> None:
-    start = time.perf_counter()
+    start, busy, own = time.perf_counter(), _cpu_busy_seconds(), _own_cpu_seconds()
     try:
         detail = await make()
     except Exception as err:
@@ -1831,7 +1831,10 @@ async def _section(
         log(f"{name}: FAILED: {err.__class__.__name__}: {err}")
         detail = {"status": "error", "error": f"{err.__class__.__name__}: {err}"[:2000]}
     detail.setdefault("status", "measured")
-    detail["section_seconds"] = round(time.perf_counter() - start, 2)
+    wall = time.perf_counter() - start
+    detail["section_seconds"] = round(wall, 2)
+    others = (_cpu_busy_seconds() - busy) - (_own_cpu_seconds() - own)
+    detail["other_processes_cpu_cores"] = round(max(0.0, others) / wall, 2) if wall else 0.0
     report.sections[name] = detail
 
 
@@ -1981,7 +1984,12 @@ def render_markdown(result: dict[str, Any], plot: str | None = None) -> str:
         f"measuring {meta['measure_seconds']:.0f} s){' — quick mode' if meta['quick'] else ''} |",
         f"| Other load on the machine | load average {meta['loadavg_start']} at start, "
         f"{meta['loadavg_end']} at end; other processes used "
-        f"{meta['other_processes_cpu_cores']} cores on average during the run |",
+        f"{meta['other_processes_cpu_cores']} cores on average during the run; by section: "
+        + ", ".join(
+            f"{name} {sec.get('other_processes_cpu_cores', '?')}"
+            for name, sec in result["sections"].items()
+        )
+        + " |",
         "| Versions | " + ", ".join(f"{k} {v}" for k, v in sorted(meta["versions"].items())) + " |",
         "",
         *(
