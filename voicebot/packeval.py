@@ -29,20 +29,16 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 import time
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from voicebot import scoring
 from voicebot.audio import decode_ulaw, encode_ulaw
+from voicebot.chart import Canvas
 from voicebot.errors import PackError, VoicebotError
 from voicebot.messages import Audio
 from voicebot.packs import LanguagePack, NumberWords
@@ -450,59 +446,12 @@ def render_table(reports: Sequence[PackReport]) -> str:
 
 # --------------------------------------------------------------------------- chart (PNG)
 
-# 3x5 pixel glyphs (rows top to bottom, "1" = ink) for the labels the chart writes.
-_FONT = {
-    "a": "010101111101101", "b": "110101110101110", "c": "011100100100011",
-    "d": "110101101101110", "e": "111100110100111", "f": "111100110100100",
-    "g": "011100101101011", "h": "101101111101101", "i": "111010010010111",
-    "j": "001001001101010", "k": "101101110101101", "l": "100100100100111",
-    "m": "101111111101101", "n": "110101101101101", "o": "010101101101010",
-    "p": "110101110100100", "q": "010101101110011", "r": "110101110101101",
-    "s": "011100010001110", "t": "111010010010010", "u": "101101101101111",
-    "v": "101101101101010", "w": "101101111111101", "x": "101101010101101",
-    "y": "101101010010010", "z": "111001010100111", "0": "111101101101111",
-    "1": "010110010010111", "2": "110001010100111", "3": "110001010001110",
-    "4": "101101111001001", "5": "111100110001110", "6": "011100111101111",
-    "7": "111001010010010", "8": "111101111101111", "9": "111101111001110",
-    ".": "000000000000010", " ": "000000000000000", "-": "000000111000000",
-    "/": "001001010100100", "!": "010010010000010",
-}  # fmt: skip
 _SERIES = (
     ("asr cer", (66, 133, 244)),
     ("answer acc", (52, 168, 83)),
     ("text acc", (142, 68, 173)),
     ("tts cer", (251, 140, 0)),
 )
-Image = npt.NDArray[np.uint8]
-
-
-def _text(img: Image, x: int, y: int, text: str, color: tuple[int, int, int], scale: int) -> None:
-    for ch in text.lower():
-        glyph = _FONT.get(ch, _FONT[" "])
-        for i, bit in enumerate(glyph):
-            if bit == "1":
-                r, c = divmod(i, 3)
-                img[y + r * scale : y + (r + 1) * scale, x + c * scale : x + (c + 1) * scale] = (
-                    color
-                )
-        x += 4 * scale
-
-
-def _png(img: Image) -> bytes:
-    height, width, _ = img.shape
-    raw = b"".join(b"\x00" + img[row].tobytes() for row in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw, 9))
-        + chunk(b"IEND", b"")
-    )
 
 
 def render_chart(reports: Sequence[PackReport]) -> bytes:
@@ -517,16 +466,17 @@ def render_chart(reports: Sequence[PackReport]) -> bytes:
     legend = sum(32 + len(label) * 4 * scale for label, _ in _SERIES)
     width = max(left + max(1, len(reports)) * group + 20, left + legend)
     height = top + plot_h + 50
-    img = np.full((height, width, 3), 255, dtype=np.uint8)
+    canvas = Canvas(width, height)
+    img = canvas.px
     base = top + plot_h
     for step in range(5):  # grid at 0, .25, .5, .75, 1
         y = base - step * plot_h // 4
         img[y, left - 4 : width - 10] = (210, 210, 210) if step else (0, 0, 0)
-        _text(img, 4, y - 5, f"{step * 0.25:.2f}", (90, 90, 90), scale)
+        canvas.text(4, y - 5, f"{step * 0.25:.2f}", (90, 90, 90), scale)
     x_legend = left
     for label, color in _SERIES:
         img[8:20, x_legend : x_legend + 12] = color
-        _text(img, x_legend + 16, 9, label, (40, 40, 40), scale)
+        canvas.text(x_legend + 16, 9, label, (40, 40, 40), scale)
         x_legend += 16 + len(label) * 4 * scale + 16
     for index, report in enumerate(reports):
         x0 = left + 6 + index * group
@@ -546,8 +496,7 @@ def render_chart(reports: Sequence[PackReport]) -> bytes:
                 ty = base - round(min(limit, 1.0) * plot_h)
                 img[max(ty - 1, 0) : ty + 2, x : x + bar] = (0, 0, 0)
         color = (30, 30, 30) if report.passed else (211, 47, 47)
-        _text(
-            img,
+        canvas.text(
             x0 + (len(_SERIES) * bar - len(report.code) * 4 * scale) // 2,
             base + 8,
             report.code,
@@ -555,5 +504,5 @@ def render_chart(reports: Sequence[PackReport]) -> bytes:
             3,
         )
         if not report.passed:
-            _text(img, x0 + 6, base + 30, "fail", color, scale)
-    return _png(img)
+            canvas.text(x0 + 6, base + 30, "fail", color, scale)
+    return canvas.png()
