@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 
 __all__ = ["cer", "corpus_cer", "corpus_wer", "edit_distance", "normalize", "wer", "words"]
 
@@ -72,23 +72,21 @@ def cer(reference: str, hypothesis: str) -> float:
     return _rate(edit_distance(ref, hyp), len(ref), len(hyp))
 
 
-def corpus_wer(pairs: Iterable[tuple[str, str]]) -> float:
-    """Total word errors / total reference words over (reference, hypothesis) pairs."""
+def _corpus(pairs: Iterable[tuple[str, str]], split: Callable[[str], Sequence[str]]) -> float:
     errors = length = hyp_length = 0
     for reference, hypothesis in pairs:
-        ref, hyp = words(reference), words(hypothesis)
+        ref, hyp = split(reference), split(hypothesis)
         errors += edit_distance(ref, hyp)
         length += len(ref)
         hyp_length += len(hyp)
     return _rate(errors, length, hyp_length)
+
+
+def corpus_wer(pairs: Iterable[tuple[str, str]]) -> float:
+    """Total word errors / total reference words over (reference, hypothesis) pairs."""
+    return _corpus(pairs, words)
 
 
 def corpus_cer(pairs: Iterable[tuple[str, str]]) -> float:
     """Total character errors / total reference characters over (reference, hypothesis) pairs."""
-    errors = length = hyp_length = 0
-    for reference, hypothesis in pairs:
-        ref, hyp = _chars(reference), _chars(hypothesis)
-        errors += edit_distance(ref, hyp)
-        length += len(ref)
-        hyp_length += len(hyp)
-    return _rate(errors, length, hyp_length)
+    return _corpus(pairs, _chars)
