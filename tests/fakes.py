@@ -30,14 +30,22 @@ class FakeTranscriber:
         self.text = text
         self.delay = delay
         self.calls = 0
+        self.options: list[tuple[int | None, float | None]] = []  # (beam_size, context_seconds)
 
     def supports(self, language: str) -> bool:
         return True
 
     async def transcribe(
-        self, audio: Audio, *, language: str, prompt: str | None = None
+        self,
+        audio: Audio,
+        *,
+        language: str,
+        prompt: str | None = None,
+        beam_size: int | None = None,
+        context_seconds: float | None = None,
     ) -> Transcript:
         self.calls += 1
+        self.options.append((beam_size, context_seconds))
         if self.delay:
             await asyncio.sleep(self.delay)
         return Transcript(text=self.text, language=language, duration=audio.seconds)
@@ -48,8 +56,9 @@ class ToneSynthesizer:
 
     name = "tone"
 
-    def __init__(self, *, fail_voices: Sequence[str] = ()) -> None:
+    def __init__(self, *, fail_voices: Sequence[str] = (), per_char: float = 0.02) -> None:
         self.fail_voices = set(fail_voices)
+        self.per_char = per_char  # seconds of tone per character of text
         self.calls: list[tuple[str, str, float]] = []
 
     def supports(self, voice: str) -> bool:
@@ -60,7 +69,7 @@ class ToneSynthesizer:
         if voice in self.fail_voices:
             raise SynthesizeError(f"{voice} broke", code="tts-failed")
         rate = 22050
-        seconds = min(0.2 + 0.02 * len(text) / speed, 8.0)
+        seconds = min(0.2 + self.per_char * len(text) / speed, 8.0)
         t = np.arange(int(rate * seconds), dtype=np.float32) / rate
         return Audio(samples=(0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate=rate)
 

@@ -153,3 +153,53 @@ async def test_concurrent_calls_queue_and_warm_works(
     clips = [read_wav(c.path) for c in librivox_clips[3:5]]
     results = await asyncio.gather(*(tiny_en.transcribe(c, language="en") for c in clips))
     assert "amiable" in results[0].text and "amiable" in results[1].text
+
+
+def test_trim_padding_keeps_the_audio_a_margin_and_a_minimum() -> None:
+    from voicebot.engines.whisper import trim_padding
+
+    window = np.zeros((80, 3000), dtype=np.float32)
+    window[:, :490] = -0.5  # a 4.9 s question, then faster-whisper's zero padding
+    assert trim_padding(window, 1000).shape == (80, 1000)  # the minimum context
+    assert trim_padding(window, 300).shape == (80, 690)  # audio + 2 s margin
+    window[:, :1500] = -0.5
+    assert trim_padding(window, 1000).shape == (80, 1700)
+    window[:, :] = -0.5  # a full window: nothing to trim
+    assert trim_padding(window, 1000) is window
+    assert trim_padding(window[None], 1000).shape == (1, 80, 3000)
+    assert trim_padding(np.zeros((80, 3000), np.float32), 1000).shape == (80, 1000)
+    assert trim_padding(np.zeros((80, 800), np.float32), 1000).shape == (80, 800)
+
+
+@session_loop
+async def test_encoder_sees_a_short_window_and_the_transcript_is_unchanged(
+    tiny_en_path: Any, librivox_clips: list[Clip]
+) -> None:
+    from voicebot.engines.whisper import FasterWhisperTranscriber
+
+    clip = read_wav(librivox_clips[1].path)  # 3.3 s: "he was not an ill disposed young man"
+    texts, widths = {}, {}
+    for seconds in (10.0, 30.0):
+        engine = FasterWhisperTranscriber(tiny_en_path, device="cpu", context_seconds=seconds)
+        seen: list[int] = []
+        # Spy on CTranslate2's encoder: the input width is what the short context saves.
+        engine._model.model = _EncodeSpy(engine._model.model, seen)
+        texts[seconds] = (await engine.transcribe(clip, language="en")).text
+        widths[seconds] = seen
+    assert widths[10.0] == [1000] and widths[30.0] == [3000]
+    assert texts[10.0] == texts[30.0]
+
+
+class _EncodeSpy:
+    """Wraps a ctranslate2 Whisper model and records the width of each encoder input."""
+
+    def __init__(self, inner: Any, seen: list[int]) -> None:
+        self._inner = inner
+        self._seen = seen
+
+    def encode(self, features: Any, **kwargs: Any) -> Any:
+        self._seen.append(int(features.shape[-1]))
+        return self._inner.encode(features, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

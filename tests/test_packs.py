@@ -50,6 +50,12 @@ def test_check_reports_one_line_per_problem(tmp_path: Path) -> None:
     assert any("sorces is not a known phrase" in p for p in problems)
 
 
+def test_check_bounds_the_encoder_window(tmp_path: Path) -> None:
+    target = _broken_copy(tmp_path, "beam_size = 5\n", "beam_size = 5\ncontext_seconds = 45\n")
+    problems = check_pack(load_pack(target))
+    assert any("context_seconds must be between 1 and 30" in p for p in problems)
+
+
 def test_check_uses_engine_capabilities(tmp_path: Path) -> None:
     pack = load_pack(LANGUAGES / "hi")
     caps = Capabilities(stt_languages=lambda model: ["en"], voice_available=lambda v: False)

@@ -20,6 +20,19 @@ async def test_voice_turn_happy_path_remembers_the_exchange() -> None:
     assert "₹" not in spoken and "हज़ार" in spoken and "स्रोत" in spoken
 
 
+async def test_each_pack_decodes_with_its_own_stt_options() -> None:
+    transcriber = FakeTranscriber()
+    services = fake_services(transcriber=transcriber)
+    for lang in ("en", "hi"):
+        await services.pipeline.transcribe(tone(1.5), lang=lang)
+    en, hi = services.packs.resolve("en").stt, services.packs.resolve("hi").stt
+    assert transcriber.options == [
+        (en.beam_size, en.context_seconds),
+        (hi.beam_size, hi.context_seconds),
+    ]
+    assert transcriber.options[0] != transcriber.options[1]  # the packs do differ (pack.toml)
+
+
 async def test_empty_recording_gets_please_repeat_in_the_callers_language() -> None:
     services = fake_services()
     silent = Audio(samples=tone(0.05).samples, rate=16000)

@@ -61,6 +61,7 @@ from voicebot.realtime import (
     is_backchannel,
 )
 from voicebot.realtime.endpoint import Kind
+from voicebot.realtime.speaker import QUICK_START_CHARS, sentences
 from voicebot.realtime.vad import SileroModel, StreamingVad
 from voicebot.services import Services
 
@@ -177,7 +178,13 @@ class Scripted:
         return True
 
     async def transcribe(
-        self, audio: Audio, *, language: str, prompt: str | None = None
+        self,
+        audio: Audio,
+        *,
+        language: str,
+        prompt: str | None = None,
+        beam_size: int | None = None,
+        context_seconds: float | None = None,
     ) -> Transcript:
         self.calls.append(audio.seconds)
         if self.work:
@@ -195,7 +202,13 @@ class ByLength(Scripted):
         self.short = short
 
     async def transcribe(
-        self, audio: Audio, *, language: str, prompt: str | None = None
+        self,
+        audio: Audio,
+        *,
+        language: str,
+        prompt: str | None = None,
+        beam_size: int | None = None,
+        context_seconds: float | None = None,
     ) -> Transcript:
         self.calls.append(audio.seconds)
         text = self.short if audio.seconds < 1.2 else QUESTION
@@ -596,6 +609,25 @@ def test_endpointer_barge_in_only_while_bot_speaks() -> None:
     assert Kind.BARGE_IN not in [k for _, k in _feed(Endpointer(config), "s" * 20)]
     events = _feed(Endpointer(config), "s" * 20, bot=True)
     assert [i for i, k in events if k is Kind.BARGE_IN] == [4]  # 5 windows = 160 ms
+
+
+def test_quick_start_cuts_a_long_first_sentence_at_a_clause_end() -> None:
+    answer = (
+        "Under PM-KISAN a farmer family gets six thousand rupees a year, paid as three equal "
+        "instalments of ₹2,000, one every four months. The periods are April to July."
+    )
+    first, second, third = sentences(answer, quick_start=True)
+    assert first == "Under PM-KISAN a farmer family gets six thousand rupees a year,"
+    assert second.startswith("paid as") and "₹2,000" in second  # never inside a number
+    assert third == "The periods are April to July."
+    assert len(sentences(answer)) == 2  # only replies that need a quick start are cut
+    hindi = "हर किसान परिवार को साल में छह हज़ार रुपये मिलते हैं, जो तीन बराबर किस्तों में आते हैं।"
+    assert len(hindi) > QUICK_START_CHARS
+    assert sentences(hindi, quick_start=True)[0].endswith("हैं,")
+    short = "Yes, you can apply online, at the common service centre."
+    assert sentences(short, quick_start=True) == [short]  # short enough already
+    no_clause = "A" * 50 + " " + "b" * 50 + "."
+    assert sentences(no_clause, quick_start=True) == [no_clause]
 
 
 def test_backchannel_words() -> None:

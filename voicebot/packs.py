@@ -61,6 +61,9 @@ class SttSettings:
     model: str = "base"
     initial_prompt: str = ""
     beam_size: int = 5
+    # Shortest audio window the encoder sees (engines/whisper.py trim_padding); 30 = whole
+    # 30 s windows, as Whisper was trained.
+    context_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +202,7 @@ def load_pack(directory: Path) -> LanguagePack:
                 model=str(stt.get("model", "base")),
                 initial_prompt=str(stt.get("initial_prompt", "")),
                 beam_size=int(stt.get("beam_size", 5)),
+                context_seconds=float(stt.get("context_seconds", 30.0)),
             ),
             tts=TtsSettings(
                 voice=str(tts.get("voice", "")),
@@ -341,6 +345,8 @@ def check_pack(
             problems.append(f"{where}: dtmf_digit {pack.dtmf_digit} is already used by {owner}")
     if pack.stt.language and pack.stt.beam_size < 1:
         problems.append(f"{where}: [stt] beam_size must be >= 1")
+    if not 1.0 <= pack.stt.context_seconds <= 30.0:
+        problems.append(f"{where}: [stt] context_seconds must be between 1 and 30")
     if not pack.tts.plan:
         problems.append(f"{where}: [tts] needs a voice (or a fallback)")
     if not 0.3 <= pack.tts.speed <= 3.0 or not 0.3 <= pack.tts.slow_speed <= 3.0:

@@ -121,7 +121,11 @@ class Pipeline:
         async with self._stage("stt", TranscribeError):
             transcriber = await self._transcriber_for(pack)
             transcript = await transcriber.transcribe(
-                audio, language=pack.stt.language, prompt=pack.stt.initial_prompt or None
+                audio,
+                language=pack.stt.language,
+                prompt=pack.stt.initial_prompt or None,
+                beam_size=pack.stt.beam_size,
+                context_seconds=pack.stt.context_seconds,
             )
         if not transcript.text.strip():
             raise TranscribeError("nothing intelligible was said", code="stt-empty")

@@ -59,14 +59,21 @@ class Glossary:
 
 
 class Transcriber(Protocol):
-    """Speech to text. ``language`` comes from the caller's pack, never auto-detected."""
+    """Speech to text. ``language`` comes from the caller's pack, never auto-detected; so do
+    the decoding options (``None``: the engine's default), which an engine may ignore."""
 
     name: str
 
     def supports(self, language: str) -> bool: ...
 
     async def transcribe(
-        self, audio: Audio, *, language: str, prompt: str | None = None
+        self,
+        audio: Audio,
+        *,
+        language: str,
+        prompt: str | None = None,
+        beam_size: int | None = None,
+        context_seconds: float | None = None,
     ) -> Transcript: ...
 
 

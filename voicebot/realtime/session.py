@@ -463,7 +463,7 @@ class CallSession:
             transcript.text, lang=self.pack.code, conversation=self.conversation
         )
         reply = self.speaker.compose(
-            sentences(pipeline.speech_text(answer, self.pack)), kind="answer"
+            sentences(pipeline.speech_text(answer, self.pack), quick_start=True), kind="answer"
         )
         reply.answer = answer
         reply.exchange = memory.pending

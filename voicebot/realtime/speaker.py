@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
@@ -36,9 +37,37 @@ async def synthesize_clip(pipeline: Pipeline, text: str, *, lang: str, slow: boo
     return encode_ulaw(await pipeline.speak(text, lang=lang, slow=slow))
 
 
-def sentences(text: str) -> list[str]:
-    """The sentences to speak one by one (the whole text when it has no sentence end)."""
-    return split_sentences(text) or [text]
+# A clause end: a comma-like mark of the packs' scripts (Latin, Arabic/Urdu) and a space, so
+# "₹6,000" never splits. Callers pause there anyway, so a cut there sounds natural.
+_CLAUSE_END = re.compile(r"(?<=[,;:\u060c\u061b])\s+")
+# The synthesiser makes a whole chunk before its first frame (Piper: ≈ 35 ms per second of
+# speech here), so a long first sentence is cut at a clause end near this many characters.
+QUICK_START_CHARS = 60
+_MIN_CLAUSE_CHARS = 20  # neither piece shorter than this: a cut must not sound choppy
+
+
+def sentences(text: str, *, quick_start: bool = False) -> list[str]:
+    """The sentences to speak one by one (the whole text when it has no sentence end).
+
+    ``quick_start`` cuts a long first sentence once, at a clause end, so the first audio of an
+    answer is ready sooner (measured: 270 → 120 ms of Piper for a 23-word first sentence).
+    """
+    parts = split_sentences(text) or [text]
+    if quick_start and len(parts[0]) > QUICK_START_CHARS:
+        parts[:1] = _cut_first_clause(parts[0])
+    return parts
+
+
+def _cut_first_clause(sentence: str) -> list[str]:
+    cuts = [
+        m
+        for m in _CLAUSE_END.finditer(sentence)
+        if m.start() >= _MIN_CLAUSE_CHARS and len(sentence) - m.end() >= _MIN_CLAUSE_CHARS
+    ]
+    if not cuts:
+        return [sentence]
+    cut = min(cuts, key=lambda m: abs(m.start() - QUICK_START_CHARS))
+    return [sentence[: cut.start()], sentence[cut.end() :]]
 
 
 class PhraseCache:
