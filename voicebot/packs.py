@@ -21,6 +21,7 @@ __all__ = [
     "REQUIRED_PHRASES",
     "Capabilities",
     "LanguagePack",
+    "LatinWords",
     "NumberWords",
     "PackSet",
     "SttSettings",
@@ -94,6 +95,18 @@ class NumberWords:
 
 
 @dataclass(frozen=True, slots=True)
+class LatinWords:
+    """How the pack's voice says Latin-script words it cannot read itself (Festival's Indic
+    diphone voices drop them silently): ``words`` by upper-case spelling ("KISAN" → "किसान"),
+    else short or all-capital words letter by letter with ``letters`` (the names of A-Z);
+    ``dot`` is said between the parts of a web address."""
+
+    letters: tuple[str, ...] = ()
+    words: Mapping[str, str] = field(default_factory=dict)
+    dot: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LanguagePack:
     code: str
     name: str
@@ -107,6 +120,7 @@ class LanguagePack:
     stt: SttSettings = field(default_factory=SttSettings)
     tts: TtsSettings = field(default_factory=TtsSettings)
     numbers: NumberWords = field(default_factory=NumberWords)
+    latin: LatinWords = field(default_factory=LatinWords)
     phrases: Mapping[str, str] = field(default_factory=dict)
     glossary: Mapping[str, str] = field(default_factory=dict)  # English term -> native form
     backchannels: tuple[str, ...] = ()  # short words that must not end a turn or barge in
@@ -185,6 +199,7 @@ def load_pack(directory: Path) -> LanguagePack:
     mt = _table(raw, "mt", pack_file)
     num = _table(raw, "numbers", pack_file)
     realtime = _table(raw, "realtime", pack_file)
+    latin = _table(raw, "latin", pack_file)
     policy = _table(raw, "policy", pack_file)
     try:
         pack = LanguagePack(
@@ -211,6 +226,13 @@ def load_pack(directory: Path) -> LanguagePack:
                 slow_speed=float(tts.get("slow_speed", 0.8)),
             ),
             numbers=_number_words(num, pack_file),
+            latin=LatinWords(
+                letters=_strs(latin.get("letters", []), "latin.letters", pack_file),
+                words={
+                    str(k).upper(): str(v) for k, v in _table(latin, "words", pack_file).items()
+                },
+                dot=str(latin.get("dot", "")),
+            ),
             phrases={str(k): str(v) for k, v in _table(raw, "phrases", pack_file).items()},
             glossary={str(k): str(v) for k, v in _table(raw, "glossary", pack_file).items()},
             backchannels=_strs(realtime.get("backchannels", []), "backchannels", pack_file),
@@ -353,6 +375,8 @@ def check_pack(
         problems.append(f"{where}: [tts] speed must be between 0.3 and 3.0")
     if pack.numbers.digits and len(pack.numbers.digits) != 10:
         problems.append(f"{where}: [numbers] digits must list 10 words (0-9)")
+    if pack.latin.letters and len(pack.latin.letters) != 26:
+        problems.append(f"{where}: [latin] letters must name all 26 letters A-Z")
     if knowledge_ids is not None:
         known = set(knowledge_ids)
         for entry_id in sorted(set(pack.entries) - known):

@@ -29,6 +29,7 @@ from voicebot.messages import Answer, Audio, Exchange, Transcript
 from voicebot.metrics import Metrics
 from voicebot.numbers import speakable
 from voicebot.packs import LanguagePack, PackSet
+from voicebot.spelling import say_latin
 
 __all__ = ["PIVOT", "Pipeline", "VoiceTurn"]
 
@@ -177,7 +178,7 @@ class Pipeline:
         if answer.sources:
             names = ", ".join(dict.fromkeys(s.title for s in answer.sources[:2]))
             text = f"{text} {pack.phrase('sources')}: {names}."
-        return speakable(text, pack.numbers)
+        return say_latin(speakable(text, pack.numbers), pack.latin)
 
     async def speak(self, text: str, *, lang: str, slow: bool = False) -> Audio:
         """Synthesise with the pack's voice plan, falling back voice by voice."""
