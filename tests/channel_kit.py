@@ -58,6 +58,7 @@ class FakeTwilio:
     """Messages.json, recordings and inbound media, with switchable failures."""
 
     sent: list[dict[str, str]] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # time.monotonic() of each accepted send
     auth: list[str] = field(default_factory=list)
     fail_statuses: list[int] = field(default_factory=list)  # popped per Messages.json call
     recording: bytes = b""
@@ -89,6 +90,7 @@ class FakeTwilio:
         if self.fail_statuses:
             return web.json_response({"code": 20500}, status=self.fail_statuses.pop(0))
         self.sent.append(form)
+        self.sent_at.append(time.monotonic())
         return web.json_response({"sid": f"SM{len(self.sent):032d}"}, status=201)
 
     async def _recording(self, request: web.Request) -> web.Response:

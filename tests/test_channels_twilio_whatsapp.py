@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -339,3 +340,50 @@ async def test_ack_latency_and_metrics(
     assert "# TYPE voicebot_inbox_pending gauge" in metrics
     assert "voicebot_outbox_pending" in metrics
     await until(lambda: len(kit.twilio.sent) == 60, timeout=20)
+
+
+class TimedAnswerer(CannedAnswerer):
+    """A slow answerer that notes when each answer was ready (``time.monotonic()``)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay=delay)
+        self.done_at: list[float] = []
+
+    async def answer(self, question: str, **kwargs: Any) -> Any:
+        answer = await super().answer(question, **kwargs)
+        self.done_at.append(time.monotonic())
+        return answer
+
+
+async def test_replies_go_out_while_a_burst_is_still_being_answered(
+    aiohttp_client: Factory, aiohttp_server: Factory, tmp_path: Path
+) -> None:
+    """Issue #4: delivering a computed answer never waits behind answering new questions.
+
+    24 users write at once; answering is slow (0.15 s, two at a time, ≈1.8 s for all) and
+    Twilio is fast. The first replies must reach Twilio while most questions are still being
+    answered. Before the fix, sends shared the answering semaphore and queued behind every
+    waiting question: the first reply went out only when the last questions were answered.
+    """
+    burst, delay = 24, 0.15
+    answerer = TimedAnswerer(delay)
+    kit = await start_kit(
+        aiohttp_client, aiohttp_server, tmp_path, answerer=answerer, channel_concurrency=2
+    )
+    forms = [whatsapp_form(f"SM{i}", "pm kisan?", phone=f"+91981111{i:04d}") for i in range(burst)]
+    results = await asyncio.gather(*[kit.twilio_post("/twilio/whatsapp", f) for f in forms])
+    assert all(status == 200 for status, _, _ in results)
+    await until(lambda: len(kit.twilio.sent) == burst, timeout=30)
+    done, sent = sorted(answerer.done_at), sorted(kit.twilio.sent_at)
+    lags = [s - d for s, d in zip(sent, done, strict=True)]  # k-th reply out vs k-th answer
+    print(
+        f"\nburst of {burst}: first reply {sent[0] - done[0]:.2f} s after the first answer, "
+        f"answering ran {done[-1] - done[0]:.2f} s more; reply lag p50 "
+        f"{statistics.median(lags) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms"
+    )
+    # The first reply went out while at least half of the burst was still unanswered...
+    assert sent[0] < done[burst // 2 - 1], (sent[0] - done[0], done[-1] - done[0])
+    # ...and replies kept pace with answers instead of arriving in one lump at the end.
+    assert statistics.median(lags) < 4 * delay, lags
+    assert len({f["To"] for f in kit.twilio.sent}) == burst  # one reply each
+    assert await kit.rt.store.count_pending() == (0, 0)

@@ -8,7 +8,9 @@ except where a reply must be addressed (inbox/outbox/calls, purged after use).
 Durability (protocols.md §3.6, §5.2, §7): an inbound message is written to the inbox in the
 same transaction that claims its dedupe key, before the webhook answers 200; ``finish`` writes
 its replies to the outbox and marks it done atomically, so a crash at any point either
-re-runs the message (no reply was queued) or leaves exactly one queued reply.
+re-runs the message (no reply was queued) or leaves exactly one queued reply. When the write
+cannot get the lock in time, ``channels.spool`` persists the message instead and replays it
+through ``accept`` later.
 """
 
 from __future__ import annotations

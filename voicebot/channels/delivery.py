@@ -5,6 +5,10 @@ Both resume from SQLite on start-up, so a crash loses nothing: an inbound item s
 item stays 'pending' until the provider accepted it. Messages of one user are answered one
 at a time, in arrival order (protocols.md §7, "Order"). Sends that fail with 429/5xx/timeouts
 are retried with exponential backoff and jitter, then dead-lettered in the audit log.
+
+Answering and sending have separate limits (``channel_concurrency`` answers, ``SENDS``
+provider calls): a burst of new questions never holds back a reply that is already
+computed, so replies go out while the burst is still being answered (issue #4).
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from voicebot.channels.runtime import Runtime
 from voicebot.services import Services
 from voicebot.store import AuditRecord, InboxItem, OutboxItem
 
-__all__ = ["Delivery", "backoff"]
+__all__ = ["SENDS", "Delivery", "backoff"]
 
 _LOGGER = logging.getLogger(__name__)
 _IDLE = 5.0  # seconds between scans when nothing wakes the loop
 _INBOX_ATTEMPTS = 3  # processing attempts (e.g. the disk failed) before an item is parked
 _MAINTENANCE = 600.0
+_SPOOL_RETRY = 1.0  # seconds between replays while the store still refuses writes
+SENDS = 8  # provider calls in flight at once: I/O-bound, cheap, and they finish a turn
 
 
 def backoff(attempt: int, base: float, *, cap: float = 300.0) -> float:
@@ -41,9 +47,12 @@ class Delivery:
     """Runs the inbox loop (answering) and the outbox loop (sending) over ``rt.store``.
 
     In scale mode a web node runs only the outbox (``inbox=False``): workers answer.
+    ``sends`` bounds the provider calls in flight, apart from the answering limit.
     """
 
-    def __init__(self, rt: Runtime, services: Services, *, inbox: bool = True) -> None:
+    def __init__(
+        self, rt: Runtime, services: Services, *, inbox: bool = True, sends: int = SENDS
+    ) -> None:
         self.rt = rt
         self._with_inbox = inbox
         self.responder = Responder(rt, services)
@@ -51,30 +60,39 @@ class Delivery:
         self._outbox_event = asyncio.Event()
         self._busy: set[str] = set()
         self._sending: set[str] = set()
-        self._limit = asyncio.Semaphore(rt.settings.channel_concurrency)
+        self._limit = asyncio.Semaphore(rt.settings.channel_concurrency)  # answering
+        self._send_limit = asyncio.Semaphore(sends)  # never shared with answering
         # One lock per user while any of their messages is in flight (weak: no leak).
         self._user_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self._spool_event = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._loops: list[asyncio.Task[None]] = []
+        self._loops: dict[str, asyncio.Task[None]] = {}
 
     def start(self) -> None:
         self.rt.wake_inbox = self._inbox_event.set
         self.rt.wake_outbox = self._outbox_event.set
-        loops = [
-            ("inbox", self._inbox_loop),
-            ("outbox", self._outbox_loop),
-            ("maintenance", self._maintenance_loop),
-        ]
-        for name, loop in loops if self._with_inbox else loops[1:]:
-            self._loops.append(asyncio.create_task(self._forever(name, loop), name=name))
+        self.rt.wake_spool = self._spool_event.set
+        loops: dict[str, Callable[[], Awaitable[None]]] = {
+            "spool": self._spool_loop,
+            "inbox": self._inbox_loop,
+            "outbox": self._outbox_loop,
+            "maintenance": self._maintenance_loop,
+        }
+        if self.rt.spool is None:
+            del loops["spool"]
+        if not self._with_inbox:
+            del loops["inbox"]
+        for name, loop in loops.items():
+            self._loops[name] = asyncio.create_task(self._forever(name, loop), name=name)
 
     async def close(self) -> None:
-        self.rt.wake_inbox = self.rt.wake_outbox = lambda: None
-        for task in [*self._loops, *self._tasks]:
+        self.rt.wake_inbox = self.rt.wake_outbox = self.rt.wake_spool = lambda: None
+        tasks = [*self._loops.values(), *self._tasks]
+        for task in tasks:
             task.cancel()
-        for task in [*self._loops, *self._tasks]:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
@@ -88,10 +106,11 @@ class Delivery:
 
         Returns how many were still unfinished; they stay pending and are retaken elsewhere.
         """
-        if self._loops and self._with_inbox:
-            self._loops[0].cancel()
+        inbox = self._loops.pop("inbox", None)
+        if inbox is not None:
+            inbox.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._loops[0]
+                await inbox
         deadline = time.monotonic() + timeout
         while self._busy and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -125,6 +144,26 @@ class Delivery:
             async with asyncio.timeout(timeout):
                 await event.wait()
         event.clear()
+
+    # -- spool: inbound messages the store could not take in time -------------------------
+
+    async def _spool_loop(self) -> None:
+        """Replay the spool into the inbox at start-up and whenever a webhook spooled."""
+        spool = self.rt.spool
+        assert spool is not None
+        while True:
+            self._spool_event.clear()
+            if spool.pending:
+                try:
+                    fresh = await spool.replay(self.rt.store)
+                except Exception as err:  # still locked: the records stay, try again soon
+                    _LOGGER.warning("spool replay waits for the store (%s)", err)
+                    await asyncio.sleep(_SPOOL_RETRY)
+                    continue
+                _LOGGER.info("spool replayed: %d message(s) new in the inbox", fresh)
+                if fresh:
+                    self._inbox_event.set()
+            await self._wait(self._spool_event, _IDLE)
 
     # -- inbox -----------------------------------------------------------------------------
 
@@ -180,7 +219,7 @@ class Delivery:
         sender = self.rt.senders.get(item.channel)
         attempt = item.attempts + 1
         try:
-            async with self._limit:
+            async with self._send_limit:
                 if sender is None:
                     raise SendError(
                         f"{item.channel} is not configured",

@@ -24,6 +24,7 @@ from voicebot.channels.http import download, raise_for_send
 from voicebot.channels.media import MediaStore
 from voicebot.channels.runtime import normalize_phone, runtime_of, timed
 from voicebot.channels.signatures import verify_meta
+from voicebot.channels.spool import accept_inbound
 from voicebot.config import MetaSettings, Settings
 from voicebot.errors import AudioError, ChannelError
 
@@ -105,7 +106,7 @@ async def _verify(request: web.Request) -> web.Response:
 
 
 async def _events(request: web.Request) -> web.Response:
-    # verify raw bytes → parse → rate-limit → dedupe + persist each message → 200
+    # verify raw bytes → parse → rate-limit → dedupe + persist each message (or spool) → 200
     rt = runtime_of(request)
     raw = await request.read()  # 413 beyond max_body_bytes, raised by aiohttp
     if not verify_meta(
@@ -123,7 +124,9 @@ async def _events(request: web.Request) -> web.Response:
     for msg in parse_events(doc, default_phone_number_id=rt.settings.meta.phone_number_id):
         limited = await rt.limiter.take(rt.store.user_key(msg.phone))
         payload = {**msg.to_json(), "limited": limited}
-        if await rt.store.accept(f"{CHANNEL}:{msg.message_id}", CHANNEL, payload, ttl=DEDUPE_TTL):
+        if await accept_inbound(
+            rt, f"{CHANNEL}:{msg.message_id}", CHANNEL, payload, ttl=DEDUPE_TTL
+        ):
             accepted += 1
     if accepted:
         rt.wake_inbox()

@@ -22,6 +22,7 @@ from voicebot.channels.jobs import Jobs
 from voicebot.channels.media import MediaStore
 from voicebot.channels.prompts import Prompts
 from voicebot.channels.signatures import public_url, verify_twilio
+from voicebot.channels.spool import SPOOL_FILE, Spool
 from voicebot.config import Settings
 from voicebot.metrics import Metrics
 from voicebot.state import Limiter, StateStore
@@ -57,6 +58,13 @@ class Runtime:
     workers: asyncio.Event = field(default_factory=asyncio.Event)  # set once workers run
     wake_inbox: Callable[[], None] = lambda: None
     wake_outbox: Callable[[], None] = lambda: None
+    wake_spool: Callable[[], None] = lambda: None
+    # Embedded mode's fallback for inbox writes (``channels.spool``); scale mode has none.
+    spool: Spool | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.settings.backend == "sqlite":
+            self.spool = Spool(self.settings.data_dir / SPOOL_FILE)
 
 
 RUNTIME = web.AppKey("channels-runtime", Runtime)

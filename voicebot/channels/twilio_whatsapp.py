@@ -21,6 +21,7 @@ from voicebot.channels.base import Inbound, Outbound, SendError
 from voicebot.channels.http import download, raise_for_send
 from voicebot.channels.media import MediaStore
 from voicebot.channels.runtime import normalize_phone, runtime_of, timed, twilio_form
+from voicebot.channels.spool import accept_inbound
 from voicebot.config import Settings, TwilioSettings
 
 __all__ = [
@@ -72,12 +73,12 @@ def parse_message(form: Mapping[str, str]) -> Inbound:
 
 
 async def _inbound(request: web.Request) -> web.Response:
-    # verify → parse → rate-limit → dedupe + persist (one transaction) → ack
+    # verify → parse → rate-limit → dedupe + persist (one transaction, else the spool) → ack
     rt = runtime_of(request)
     msg = parse_message(await twilio_form(request))
     limited = await rt.limiter.take(rt.store.user_key(msg.phone))
     payload = {**msg.to_json(), "limited": limited}
-    if await rt.store.accept(f"{CHANNEL}:{msg.message_id}", CHANNEL, payload, ttl=DEDUPE_TTL):
+    if await accept_inbound(rt, f"{CHANNEL}:{msg.message_id}", CHANNEL, payload, ttl=DEDUPE_TTL):
         rt.wake_inbox()
     else:
         _LOGGER.info("duplicate %s message ignored", CHANNEL)
