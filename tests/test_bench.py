@@ -18,6 +18,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from voicebot.bench import (
@@ -82,6 +83,64 @@ def test_plot_is_a_valid_png_with_ink() -> None:
     colours = {raw[i : i + 3] for i in range(1, len(raw) - 3, 3 * 7)}
     assert bytes((31, 119, 180)) in colours  # the p50 line was drawn
     assert len(colours) > 3
+
+
+def test_question_frames_know_where_speech_starts_and_ends() -> None:
+    from voicebot import audio
+    from voicebot.bench.caller import Question
+
+    rate = 8000
+    t = np.arange(int(0.5 * rate)) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
+    quiet = np.zeros(int(0.3 * rate), np.int16)
+    question = Question.from_ulaw(audio.pcm16_to_ulaw(np.concatenate([quiet, tone, quiet])))
+    assert (question.onset, question.end) == (15, 40)  # 20 ms frames: 0.3 s in, 0.5 s long
+    assert len(question.frames) == 55 and question.seconds == pytest.approx(1.1)
+
+
+def test_child_env_passes_only_the_settings_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voicebot.config import child_env
+
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "real-secret")
+    monkeypatch.setenv("META_ACCESS_TOKEN", "real-token")
+    monkeypatch.setenv("VOICEBOT_BACKEND", "sqlite")
+    monkeypatch.setenv("BENCH_UNRELATED", "kept")
+    env = child_env({"VOICEBOT_BACKEND": "redis", "TWILIO_API_BASE": "http://127.0.0.1:1"})
+    assert env["VOICEBOT_BACKEND"] == "redis" and env["TWILIO_API_BASE"] == "http://127.0.0.1:1"
+    assert "TWILIO_AUTH_TOKEN" not in env and "META_ACCESS_TOKEN" not in env
+    assert env["BENCH_UNRELATED"] == "kept"
+
+
+def _call(replies: list[float], clears: list[float | None], gaps: int = 0) -> dict[str, Any]:
+    return {
+        "asks": len(replies),
+        "line_greeting_s": 0.001,
+        "greeting_gaps": 0,
+        "greeting_latency_s": [0.001],
+        "reply_latency_s": replies,
+        "clear_latency_s": [c for c in clears if c is not None],
+        "line_reply_s": replies,
+        "line_clear_s": clears,
+        "reply_gaps": [0.3] * gaps,
+        "transcripts": ["q"] * len(replies),
+    }
+
+
+def test_realtime_levels_apply_the_targets() -> None:
+    from voicebot.bench.realtime import _level, _sustained
+
+    good = _level(1, [_call([0.8, 0.9, 1.4], [0.15, 0.18])])
+    assert good["answered_all"] and good["within_targets"]
+    assert (good["reply_p50_s"], good["reply_p95_s"], good["clear_max_ms"]) == (0.9, 1.4, 180.0)
+    slow_clear = _level(2, [_call([0.8, 0.9], [0.25]), _call([0.8, 0.9], [0.1])])
+    assert slow_clear["answered_all"] and not slow_clear["within_targets"]
+    uncleared = _level(4, [_call([0.8, 0.9], [None])] * 4)
+    assert not uncleared["answered_all"] and uncleared["cleared"] == 0
+    dead_air = _level(8, [_call([0.8, 0.9], [0.1], gaps=1)] * 8)
+    assert not dead_air["answered_all"]
+    levels = [good, slow_clear, uncleared, dead_air]
+    assert _sustained(levels, "within_targets") == 1
+    assert _sustained(levels, "answered_all") == 2
 
 
 def _result(figures: list[dict[str, Any]]) -> dict[str, Any]:
@@ -165,7 +224,7 @@ def test_quick_bench_runs_every_section(tmp_path: Path, model_cache: Path) -> No
     assert _real(meta["total_seconds"]) and meta["measure_seconds"] < meta["total_seconds"]
     sections = result["sections"]
     assert set(sections) == {
-        "answers", "asr", "tts", "voice_turn", "concurrency", "realtime", "serve",
+        "answers", "asr", "tts", "voice_turn", "concurrency", "realtime", "serve", "scale",
     }  # fmt: skip
     for name, section in sections.items():
         assert section["status"] in ("measured", "not measured"), (name, section)
@@ -182,7 +241,8 @@ def test_quick_bench_runs_every_section(tmp_path: Path, model_cache: Path) -> No
     asr = sections["asr"]["models"]["base"]
     assert asr["wer"]["raw"] <= 0.2 and asr["wer"]["ours"] <= 0.2, asr["text"]
     assert 0 < figures["asr.base.raw_rtf"]["value"] < 5
-    assert 0.3 < figures["asr.base.overhead"]["value"] < 3
+    # Below 1: our engine trims the encoder's 30 s window to the pack's context (en: 10 s).
+    assert 0.05 < figures["asr.base.overhead"]["value"] < 3
     assert 0.3 < figures["tts.piper.overhead"]["value"] < 3
     assert 0 < figures["tts.piper.raw_rtf"]["value"] < 1
     assert _real(figures["tts.piper.ours_first_s"]["value"])
@@ -198,13 +258,46 @@ def test_quick_bench_runs_every_section(tmp_path: Path, model_cache: Path) -> No
         assert _real(figures["whatsapp.ack_p99_ms"]["value"])
     realtime = sections["realtime"]
     if realtime["status"] == "measured":
-        assert realtime["levels"][0]["answered"] == 1, realtime["levels"][0]
+        one = realtime["levels"][0]
+        assert one["answered"] == 1 and one["replies"] == one["asks_per_call"] == 2, one
+        # The caller talked over the first answer and the bot cleared its audio for it.
+        assert one["barge_ins"] == one["cleared"] == 1, one
+        call = one["detail"][0]
+        assert 0 < call["line_clear_s"][0] < 2 and len(call["clear_latency_s"]) >= 1, call
+        for key in ("realtime.reply_p50_s", "realtime.greeting_ms", "realtime.clear_ms"):
+            assert _real(figures[key]["value"]) and figures[key]["met"] is not None, key
+        assert figures["realtime.reply_p95_s"]["value"] >= figures["realtime.reply_p50_s"]["value"]
+        assert figures["realtime.calls_answered"]["value"] in (0, 1)  # 0: dead air (busy CPU)
+    scale = sections["scale"]
+    if shutil.which("redis-server"):
+        assert scale["status"] == "measured", scale
+        for key in ("scale.one_worker_msgs_s", "scale.two_workers_msgs_s", "scale.ratio"):
+            assert _real(figures[key]["value"]), key
+        kill = scale["kill"]
+        assert kill["victim_held"] > 0 and kill["messages"] == 8, kill  # killed mid-turn
+        assert figures["scale.kill_lost"]["value"] == 0 and figures["scale.kill_lost"]["met"]
+        assert figures["scale.kill_duplicated"]["value"] == 0
+    else:
+        assert scale["status"] == "not measured" and "redis-server" in scale["reason"]
 
     text = markdown.read_text(encoding="utf-8")
     for fig in figures.values():
         assert fig["label"] in text
     assert meta["git"]["commit"][:12] in text and meta["machine"]["cpu"] in text
     assert "≤ 1.10" in text and "≤ 1.50 s" in text
+    for key, target in (
+        ("realtime.reply_p50_s", "≤ 1.00 s"),
+        ("realtime.greeting_ms", "≤ 300 ms"),
+        ("realtime.clear_ms", "≤ 200 ms"),
+        ("scale.kill_lost", "= 0"),
+        ("scale.kill_duplicated", "= 0"),
+    ):
+        row = next(
+            line for line in text.splitlines() if line.startswith(f"| {TARGETS[key].label} |")
+        )
+        assert f"| {target} |" in row, row
+    assert "- **Realtime**: simulated Media Streams callers" in text
+    assert "- **Scale mode**: " in text
     png = markdown.with_name("BENCH-concurrency.png")
     assert png.is_file() and f"]({png.name})" in text
     read_png(png.read_bytes())

@@ -15,7 +15,7 @@ from typing import Any
 
 from voicebot.errors import ConfigError
 
-__all__ = ["MetaSettings", "Settings", "TwilioSettings"]
+__all__ = ["MetaSettings", "Settings", "TwilioSettings", "child_env"]
 
 TWILIO_API_BASE = "https://api.twilio.com"
 META_GRAPH_BASE = "https://graph.facebook.com/v21.0"
@@ -209,3 +209,15 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         if key in env:
             out[name] = _coerce(name, env[key])
     return out
+
+
+def child_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a child process that must take its settings from the caller only
+    (``voicebot bench`` starting nodes): this process's environment without any
+    ``VOICEBOT_*``, ``TWILIO_*`` or ``META_*`` variable, so no inherited secret or provider URL
+    leaks in, plus ``settings``."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("VOICEBOT_", "TWILIO_", "META_"))
+    }
+    env.update(settings)
+    return env

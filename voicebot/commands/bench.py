@@ -29,7 +29,9 @@ def register(sub: Any) -> None:
         default=Path("BENCHMARKS.md"),
         help="Markdown report (default BENCHMARKS.md); the PNG plot goes beside it",
     )
-    p.add_argument("--quick", action="store_true", help="tiny inputs, one repetition (< 60 s)")
+    p.add_argument(
+        "--quick", action="store_true", help="tiny inputs, one repetition (about a minute)"
+    )
     p.add_argument(
         "--questions",
         type=Path,
