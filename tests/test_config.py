@@ -42,3 +42,11 @@ def test_channels_enabled_only_with_secrets() -> None:
     s = Settings.load(None, env={"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t"})
     assert s.twilio.enabled
     assert not s.meta.enabled
+
+
+def test_drain_seconds_from_env_and_never_negative() -> None:
+    assert Settings.load(None, env={}).drain_seconds == 25.0
+    assert Settings.load(None, env={"VOICEBOT_DRAIN_SECONDS": "2.5"}).drain_seconds == 2.5
+    with pytest.raises(ConfigError) as err:
+        Settings.load(None, env={"VOICEBOT_DRAIN_SECONDS": "-1"})
+    assert err.value.code == "config-limits"

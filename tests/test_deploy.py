@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+from voicebot.config import Settings
+from voicebot.drain import stop_budget
+
 yaml = pytest.importorskip("yaml")
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -55,9 +58,9 @@ def test_web_deployment_probes_drain_and_scale() -> None:
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
     pod = web["spec"]["template"]["spec"]
-    # preStop + aiohttp's 30 s shutdown_timeout must fit in the grace period.
+    # preStop + the whole drain (calls, turns, goodbye, close) must fit in the grace period.
     pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][1])
-    assert pod["terminationGracePeriodSeconds"] >= pre_stop + 30
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + stop_budget(configmap_settings())
     assert web["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     service = docs[("Service", "voicebot-web")]
     assert service["spec"]["selector"] == web["spec"]["selector"]["matchLabels"]
@@ -67,6 +70,11 @@ def test_web_deployment_probes_drain_and_scale() -> None:
     ingress = docs[("Ingress", "voicebot")]
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] == "voicebot-web" and ingress["spec"]["tls"]
+
+
+def configmap_settings() -> Settings:
+    data = yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())["data"]
+    return Settings.load(env=data)
 
 
 def test_worker_requests_a_gpu_and_drains() -> None:
@@ -118,6 +126,8 @@ def test_compose_services_reference_each_other() -> None:
             source = volume.split(":", 1)[0]
             assert source.startswith("./") or source in compose["volumes"], volume
     assert services["web"]["command"] == ["serve"]
+    grace = int(services["web"]["stop_grace_period"].removesuffix("s"))
+    assert grace > stop_budget(Settings.load(env={}))  # deploy/.env from env.example: 25 s
     assert services["worker"]["command"][0] == "worker"
     assert "--appendonly" in services["redis"]["command"]
     url = services["web"]["environment"]["VOICEBOT_REDIS_URL"]
@@ -159,14 +169,14 @@ def test_systemd_unit_and_env_example() -> None:
     unit.read_string((DEPLOY / "voicebot.service").read_text())
     assert unit["Service"]["ExecStart"].split()[1] == "serve"
     assert unit["Service"]["EnvironmentFile"].startswith("/etc/")
-    assert int(unit["Service"]["TimeoutStopSec"]) > 30
+    budget = stop_budget(Settings.load(env={}))  # the unit reads /etc/voicebot/env: defaults
+    assert int(unit["Service"]["TimeoutStopSec"]) > budget
     env = dict(
         line.split("=", 1)
         for line in (DEPLOY / "env.example").read_text().splitlines()
         if line and not line.startswith("#")
     )
     assert all(env[name] == "" for name in SECRET_NAMES), "env.example must hold no secret"
-    from voicebot.config import Settings
-
     settings = Settings.load(env={k: v for k, v in env.items() if k.startswith("VOICEBOT_")})
     assert settings.backend == "redis" and settings.redis_url.startswith("redis://")
+    assert int(unit["Service"]["TimeoutStopSec"]) > stop_budget(settings)

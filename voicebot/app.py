@@ -1,8 +1,9 @@
 """The aiohttp app factory, used by ``voicebot serve`` and by every HTTP test.
 
 ``create_app(settings)`` starts serving at once: ``/healthz`` answers immediately while the
-models load and warm in the background; ``/readyz`` turns 200 only when they are ready.
-Tests may pass prebuilt ``services`` to skip loading.
+models load and warm in the background; ``/readyz`` turns 200 only when they are ready, and
+503 again once a stop has begun (``voicebot.drain``: channels register their drain steps on
+``app[DRAIN]``). Tests may pass prebuilt ``services`` to skip loading.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from voicebot.appkeys import METRICS, SETTINGS, STATE, AppState, services_of
 from voicebot.channels import setup_channels
 from voicebot.config import Settings
 from voicebot.console import setup_console
+from voicebot.drain import DRAIN, Drain
 from voicebot.errors import VoicebotError
 from voicebot.metrics import Metrics
 from voicebot.services import Services, build_services
 
-__all__ = ["METRICS", "SETTINGS", "STATE", "AppState", "create_app", "services_of"]
+__all__ = ["DRAIN", "METRICS", "SETTINGS", "STATE", "AppState", "create_app", "services_of"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    if request.app[DRAIN].active:  # stopping: route new calls and webhooks elsewhere
+        return web.json_response({"status": "draining"}, status=503)
     if state.ready.is_set():
         return web.json_response({"status": "ready"})
     body = {"status": "error" if state.load_error else "loading"}
@@ -86,6 +90,7 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[STATE] = AppState(services=services)
+    app[DRAIN] = Drain()
     metrics.describe("voicebot_stage_seconds", "histogram", "Pipeline stage latency in seconds")
     metrics.describe("voicebot_errors_total", "counter", "Errors by stable code")
     metrics.describe("voicebot_http_requests_total", "counter", "HTTP requests by route and status")
@@ -111,6 +116,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         loader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loader
+    if state.services is not None:
+        await state.services.close()  # e.g. the RPC client's Redis connections
 
 
 async def _load(app: web.Application) -> None:

@@ -103,6 +103,14 @@ class Settings:
     worker_reclaim_seconds: float = 30.0  # a turn pending this long on a dead worker is retaken
     worker_shed_seconds: float = 20.0  # queue older than this: answer in text only (no TTS)
     worker_drain_seconds: float = 25.0  # SIGTERM: finish in-flight turns for up to this long
+    # Where a web node's speech engines run (docs/scaling.md "Voice on workers"): "local"
+    # loads Whisper/Piper in the web process; "workers" (Redis backend only) sends each
+    # transcription and synthesis to the `voicebot worker` pool over Redis.
+    voice_engines: str = "local"  # local | workers
+    rpc_timeout_seconds: float = 10.0  # a model call on the workers, queueing included
+    rpc_concurrency: int = 2  # model calls one worker takes from the queue at once
+    # SIGTERM on `serve`: live calls and background turns go on for up to this long (drain.py)
+    drain_seconds: float = 25.0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -121,8 +129,25 @@ class Settings:
             raise ConfigError(
                 "outbox_max_attempts and channel_concurrency must be >= 1", code="config-limits"
             )
+        if self.drain_seconds < 0 or self.worker_drain_seconds < 0:
+            raise ConfigError("drain times cannot be negative", code="config-limits")
         if self.backend not in {"sqlite", "redis"}:
             raise ConfigError(f"backend must be sqlite or redis, not {self.backend!r}")
+        if self.voice_engines not in {"local", "workers"}:
+            raise ConfigError(
+                f"voice_engines must be local or workers, not {self.voice_engines!r}",
+                code="config-voice-engines",
+            )
+        if self.voice_engines == "workers" and self.backend != "redis":
+            raise ConfigError(
+                "voice_engines = workers needs the Redis backend (VOICEBOT_BACKEND=redis)",
+                code="config-voice-engines",
+            )
+        if self.rpc_timeout_seconds <= 0 or self.rpc_concurrency < 1:
+            raise ConfigError(
+                "rpc_timeout_seconds must be positive and rpc_concurrency >= 1",
+                code="config-limits",
+            )
         if not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("public_url must start with http:// or https://")
 

@@ -113,6 +113,10 @@ class Pipeline:
                 self.metrics.inc("voicebot_errors_total", code=outcome)
             _LOGGER.info("stage=%s ms=%.0f code=%s", name, elapsed * 1000, outcome)
 
+    async def transcriber(self, pack: LanguagePack) -> Transcriber:
+        """The recogniser ``pack`` uses (loaded on first use)."""
+        return await self._transcriber_for(pack)
+
     async def transcribe(self, audio: Audio, *, lang: str) -> Transcript:
         pack = self.packs.resolve(lang)
         if not pack.can_listen:
@@ -120,7 +124,7 @@ class Pipeline:
         if audio.seconds < 0.2:
             raise AudioError("recording is empty", code="audio-empty")
         async with self._stage("stt", TranscribeError):
-            transcriber = await self._transcriber_for(pack)
+            transcriber = await self.transcriber(pack)
             transcript = await transcriber.transcribe(
                 audio,
                 language=pack.stt.language,
@@ -192,6 +196,8 @@ class Pipeline:
                 try:
                     return await self.synthesizer.synthesize(text, voice=voice, speed=speed)
                 except SynthesizeError as err:
+                    if err.code.endswith("-timeout"):
+                        raise  # the time is spent: the next voice would only wait again
                     _LOGGER.warning("voice %s failed (%s); trying the next one", voice, err.code)
                     last = err
             raise SynthesizeError(

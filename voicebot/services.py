@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from voicebot.answering.base import Answerer
 from voicebot.config import Settings
@@ -21,6 +23,10 @@ from voicebot.memory import Memory
 from voicebot.metrics import Metrics
 from voicebot.packs import LanguagePack, PackSet, load_packs
 from voicebot.pipeline import Pipeline
+from voicebot.priority import Priority, priority
+
+if TYPE_CHECKING:
+    from voicebot.scale.rpc import RpcClient
 
 __all__ = ["Services", "TranscriberPool", "build_services"]
 
@@ -95,9 +101,24 @@ class Services:
     transcribers: TranscriberPool | None = None
     synthesizer: Synthesizer | None = None
     translators: dict[str, Translator] = field(default_factory=dict)
+    rpc: RpcClient | None = None  # speech runs on the workers (voice_engines = "workers")
 
     async def warm(self) -> None:
-        """Load and exercise every engine an enabled pack needs, so the first caller waits less."""
+        """Load and exercise every engine an enabled pack needs, so the first caller waits less.
+
+        Speech on the workers is warmed by the workers themselves: a web node must become
+        ready even while no worker runs yet."""
+        with priority(Priority.BULK):
+            await self._warm()
+
+    async def close(self) -> None:
+        """Release what outlives a request (the RPC client's connections)."""
+        if self.rpc is not None:
+            await self.rpc.close()
+
+    async def _warm(self) -> None:
+        if self.rpc is not None:
+            return
         if self.transcribers is not None:
             models = {p.stt.model for p in self.packs.enabled if p.can_listen}
             for model in sorted(models):
@@ -124,7 +145,9 @@ async def build_services(
     metrics: Metrics | None = None,
     asr_temperatures: tuple[float, ...] | None = None,
 ) -> Services:
-    """Load packs, the answerer and (with ``speech``) the speech engines.
+    """Load packs, the answerer and (with ``speech``) the speech engines: local ones, or with
+    ``voice_engines = "workers"`` the remote engines of voicebot/scale/remote.py (no speech
+    model is loaded here then; ``Services.close`` releases their Redis client).
 
     ``asr_temperatures`` is passed to the ``TranscriberPool`` (``(0.0,)``: deterministic
     decoding, used by ``packs eval``); None keeps the engine's default.
@@ -136,25 +159,23 @@ async def build_services(
     answerer = await build_answerer(settings, packs)
     transcribers: TranscriberPool | None = None
     synthesizer: Synthesizer
-    if speech:
+    rpc: RpcClient | None = None
+    transcriber_for: Callable[[LanguagePack], Awaitable[Transcriber]] = _no_transcriber
+    if speech and settings.voice_engines == "workers":
+        from voicebot.scale.remote import remote_speech
+
+        rpc, transcriber_for, synthesizer = remote_speech(settings, metrics)
+    elif speech:
         from voicebot.engines.synth import SynthRouter
         from voicebot.models import prepare_packaged
 
         await asyncio.to_thread(prepare_packaged, settings.models_path)
         transcribers = TranscriberPool(settings, temperatures=asr_temperatures)
+        transcriber_for = transcribers.for_pack
         synthesizer = SynthRouter(cache_dir=settings.models_path)
     else:
         synthesizer = _NoSpeech()  # type: ignore[assignment]
     translators = _build_translators(settings, packs)
-    pool = transcribers
-
-    async def transcriber_for(pack: LanguagePack) -> Transcriber:
-        if pool is None:
-            raise ModelError(
-                "speech recognition is not loaded in this command", code="stt-not-loaded"
-            )
-        return await pool.for_pack(pack)
-
     pipeline = Pipeline(
         packs=packs,
         answerer=answerer,
@@ -174,7 +195,12 @@ async def build_services(
         transcribers=transcribers,
         synthesizer=synthesizer if speech else None,
         translators=translators,
+        rpc=rpc,
     )
+
+
+async def _no_transcriber(pack: LanguagePack) -> Transcriber:
+    raise ModelError("speech recognition is not loaded in this command", code="stt-not-loaded")
 
 
 def _build_translators(settings: Settings, packs: PackSet) -> dict[str, Translator]:

@@ -6,7 +6,9 @@ always mounts ``GET /media/{token}``. With a channel mounted, start-up opens the
 store, then — once the
 models are ready — makes the store the pipeline's conversation memory, starts the inbox and
 outbox workers (which resume whatever a previous process left unfinished) and synthesises
-the voice prompts.
+the voice prompts. When the process stops (voicebot/drain.py) the messages being answered
+finish and the replies due go out; what was accepted but not started stays in the inbox for
+the next start (embedded) or for the workers (scale mode).
 """
 
 from __future__ import annotations
@@ -113,12 +115,14 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> Runtime:
         prompts=Prompts(media, settings.data_dir / "prompts"),
     )
     if settings.twilio.enabled:
-        rt.senders[twilio_whatsapp.CHANNEL] = twilio_whatsapp.TwilioSender(
-            session, settings.twilio, media
+        rt.senders[twilio_whatsapp.CHANNEL] = TrackedSender(
+            twilio_whatsapp.TwilioSender(session, settings.twilio, media)
         )
         rt.fetchers[twilio_whatsapp.CHANNEL] = twilio_whatsapp.TwilioFetcher(session, settings)
     if settings.meta.enabled:
-        rt.senders[meta_whatsapp.CHANNEL] = meta_whatsapp.MetaSender(session, settings.meta, media)
+        rt.senders[meta_whatsapp.CHANNEL] = TrackedSender(
+            meta_whatsapp.MetaSender(session, settings.meta, media)
+        )
         rt.fetchers[meta_whatsapp.CHANNEL] = meta_whatsapp.MetaFetcher(session, settings)
     metrics.gauge("voicebot_inbox_pending", lambda: float(store.pending[0]))
     metrics.gauge("voicebot_outbox_pending", lambda: float(store.pending[1]))
@@ -149,6 +153,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[RUNTIME] = rt
     started: list[Delivery] = []
     restore: list[Memory] = []
+    app[DRAIN].add("background turns", lambda deadline: drain_background(rt, started, deadline))
     starter = asyncio.create_task(_when_ready(app, rt, started, restore), name="channels-start")
     try:
         yield
@@ -186,4 +191,5 @@ async def _when_ready(
         packs = {p.code: p for p in (default, *twilio_voice.voice_packs(services.packs))}
         # Languages without a recogniser: a call only ever plays their `text_only` phrase.
         text_only = [p for p in services.packs.enabled if not p.can_listen]
-        await rt.prompts.warm(services.pipeline, packs.values(), text_only)
+        with priority(Priority.BULK):  # never ahead of a live call's model work
+            await rt.prompts.warm(services.pipeline, packs.values(), text_only)

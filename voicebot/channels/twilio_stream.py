@@ -13,7 +13,11 @@ stream URL cannot carry a query string (§2.1). Here we
   authenticate is closed with 1008 before any of its audio is looked at;
 * parse Twilio's JSON (§2.2) strictly but without ever failing: a malformed message is
   counted under ``voicebot_stream_bad_messages_total{reason=…}`` and skipped;
-* speak Twilio's outbound JSON (§2.3) for the call's ``CallSession``.
+* speak Twilio's outbound JSON (§2.3) for the call's ``CallSession``;
+* drain when the process stops (voicebot/drain.py): a stream that starts now hears the
+  pack's ``busy`` phrase and is hung up; live calls go on until the deadline, then hear
+  ``goodbye`` and the socket closes (closing it ends the call, §2.7). A call stays on the
+  process that holds its socket, so this is all a rolling restart can do for it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from voicebot.appkeys import METRICS, STATE
 from voicebot.channels.signatures import verify_twilio
 from voicebot.channels.twiml import Verb, response
 from voicebot.config import Settings
+from voicebot.drain import DRAIN, FAREWELL_SECONDS, until
 from voicebot.metrics import Metrics
+from voicebot.priority import Priority, priority
 from voicebot.realtime.config import CallInfo, Hooks, RealtimeConfig
 from voicebot.realtime.session import CallSession, SessionFactory
 
@@ -66,6 +72,7 @@ STREAM_PATH = "/twilio/stream"
 _TOKEN_CONTEXT = b"voicebot/twilio-stream/v1\n"  # domain separation from other HMACs
 _CLAIM_TTL = 6 * 3600.0  # longer than any call: a CallSid opens one stream
 _MAX_MESSAGE = 64 * 1024  # a 20 ms media message is ~280 bytes (§2.4)
+DRAIN_PHRASE = "goodbye"  # calls still on when the drain's deadline comes (warm: no delay)
 
 # --- TwiML and tokens -------------------------------------------------------------------
 
@@ -290,6 +297,7 @@ class StreamHub:
             if state.services is None or not state.ready.is_set():
                 return None
             self.factory = SessionFactory(state.services, self.config, hooks=self.hooks)
+            self.factory.draining = app[DRAIN].active
         return self.factory
 
     def claim(self, call_sid: str) -> bool:
@@ -329,7 +337,8 @@ async def _stream(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden(text="invalid signature")
     ws = web.WebSocketResponse(max_msg_size=_MAX_MESSAGE)
     await ws.prepare(request)
-    await _serve(request.app, hub, ws, metrics)
+    with priority(Priority.REALTIME):  # the call's model work goes first, everywhere
+        await _serve(request.app, hub, ws, metrics)
     return ws
 
 
@@ -453,6 +462,8 @@ def setup_stream(
     app[REALTIME] = StreamHub(settings, config or RealtimeConfig(), hooks or Hooks())
     app.router.add_get(STREAM_PATH, _stream)
     app.cleanup_ctx.append(_warm)
+    app.on_shutdown.append(_hang_up_all)
+    app[DRAIN].add("realtime calls", lambda deadline: _drain(app, deadline))
     metrics = app[METRICS]
     metrics.describe("voicebot_stream_auth_total", "counter", "Stream authentication results")
     metrics.describe(
@@ -466,7 +477,8 @@ async def _warm(app: web.Application) -> AsyncIterator[None]:
         hub = app[REALTIME]
         factory = hub.factory_for(app)
         if factory is not None:
-            await factory.warm()
+            with priority(Priority.BULK):  # never ahead of a live call's model work
+                await factory.warm()
         hub.warmed.set()
 
     task = asyncio.create_task(warm(), name="realtime-warm")
@@ -480,3 +492,26 @@ async def _warm(app: web.Application) -> AsyncIterator[None]:
         if hub.factory is not None:
             for session in list(hub.factory.sessions):
                 await session.close()
+
+
+async def _drain(app: web.Application, deadline: float) -> None:
+    """The process is stopping: refuse new calls politely, let live ones run until
+    ``deadline``, then say goodbye to those still on and hang up."""
+    factory = app[REALTIME].factory_for(app)
+    if factory is None:  # models not loaded: streams are closed with "loading" anyway
+        return
+    factory.draining = True
+    if factory.sessions:
+        _LOGGER.info("draining: %d live call(s)", len(factory.sessions))
+    if await until(lambda: not factory.sessions, deadline):
+        return
+    await factory.farewell(DRAIN_PHRASE, FAREWELL_SECONDS)
+
+
+async def _hang_up_all(app: web.Application) -> None:
+    """The listener closed with calls still on (no drain, or a second signal cut it short):
+    end them now, or the server would wait for their sockets."""
+    factory = app[REALTIME].factory
+    for session in list(factory.sessions if factory is not None else ()):
+        with contextlib.suppress(Exception):
+            await session.out.hangup()

@@ -25,6 +25,7 @@ from voicebot.channels.twilio_whatsapp import credentials_for
 from voicebot.errors import VoicebotError
 from voicebot.messages import Answer
 from voicebot.packs import LanguagePack
+from voicebot.priority import Priority, priority
 from voicebot.services import Services
 from voicebot.store import AuditRecord, OutboxItem
 
@@ -67,7 +68,8 @@ async def turn_job(
             max_seconds=settings.max_audio_seconds,
             max_bytes=settings.max_audio_bytes,
         )
-        result = await pipeline.voice_turn(decoded, lang=pack.code, conversation=user)
+        with priority(Priority.CALL):  # a caller on hold goes before WhatsApp turns
+            result = await pipeline.voice_turn(decoded, lang=pack.code, conversation=user)
         answer, heard, spoken_audio = result.answer, result.transcript.text, result.audio
         outcome = ("abstained" if answer.abstained else "ok") if heard else "apology"
     except (VoicebotError, TimeoutError) as err:
@@ -129,9 +131,10 @@ async def slow_job(
 
     reply = dict(last)
     try:
-        spoken = await services.pipeline.speak(
-            str(last.get("spoken", "")), lang=pack.code, slow=True
-        )
+        with priority(Priority.CALL):
+            spoken = await services.pipeline.speak(
+                str(last.get("spoken", "")), lang=pack.code, slow=True
+            )
         wav = await asyncio.to_thread(audio.encode_wav, spoken, 8000)
         reply["media"] = rt.media.url(await rt.media.put(wav, "audio/wav", ext=".wav", owner=sid))
     except VoicebotError as err:

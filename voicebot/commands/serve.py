@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from typing import Any
 
@@ -19,10 +20,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from voicebot.app import create_app
     from voicebot.cli import load_settings
+    from voicebot.drain import serve
 
     settings = load_settings(args)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -33,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
     _LOGGER.info(
         "serving on http://%s:%d (public URL %s)", settings.host, settings.port, settings.public_url
     )
-    # shutdown_timeout lets in-flight turns finish on SIGTERM before the process exits.
-    web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=30, print=None)
+    # SIGTERM/SIGINT drain live calls and turns for up to settings.drain_seconds, then exit 0.
+    asyncio.run(serve(app, settings))
     return 0

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from voicebot.messages import Audio, Transcript
+from voicebot.priority import current
 
 __all__ = ["Blocking", "Glossary", "Synthesizer", "Transcriber", "Translator"]
 
@@ -20,21 +23,25 @@ class Blocking:
 
     The limit matches the engine's real parallelism (CTranslate2 ``num_workers``, 1 for
     Piper whose phonemizer is global), so extra callers queue instead of thrashing 2 cores.
+    Waiters are admitted by (``voicebot.priority.current()``, arrival): a live call's model
+    work goes before queued WhatsApp turns, and with no priority set anywhere the order is
+    first come, first served.
     """
 
     def __init__(self, limit: int = 1) -> None:
         if limit < 1:
             raise ValueError("limit must be >= 1")
         self.limit = limit
-        self._semaphore = asyncio.Semaphore(limit)
-        self.waiting = 0
+        self._running = 0
+        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap
+        self._order = itertools.count()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
 
     async def run(self, fn: Callable[..., T], /, *args: object, **kwargs: object) -> T:
-        self.waiting += 1
-        try:
-            await self._semaphore.acquire()
-        finally:
-            self.waiting -= 1
+        await self._acquire()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
         try:
@@ -42,13 +49,39 @@ class Blocking:
         except asyncio.CancelledError:
             # The thread cannot be stopped: keep its slot until it really ends, so a hang-up
             # never lets more model calls run at once than the cap allows.
-            future.add_done_callback(lambda _f: self._semaphore.release())
+            future.add_done_callback(lambda _f: self._release())
             raise
         except BaseException:
-            self._semaphore.release()
+            self._release()
             raise
-        self._semaphore.release()
+        self._release()
         return result
+
+    async def _acquire(self) -> None:
+        if self._running < self.limit and not self._queue:
+            self._running += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (int(current()), next(self._order), waiter)
+        heapq.heappush(self._queue, entry)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # granted just as the caller gave up: pass the slot on
+            else:
+                self._queue.remove(entry)
+                heapq.heapify(self._queue)
+            raise
+
+    def _release(self) -> None:
+        """The slot passes straight to the best waiter, or is freed."""
+        while self._queue:
+            _, _, waiter = heapq.heappop(self._queue)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._running -= 1
 
 
 @dataclass(frozen=True, slots=True)

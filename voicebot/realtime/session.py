@@ -18,6 +18,8 @@ the call:
 Outbound speech is the ``Speaker``'s job (speaker.py). Process-wide, ``Admission`` bounds
 calls and turns in model work; ``SessionFactory`` (one per app) owns it, the shared VAD
 model and the phrase cache that lets the greeting start within milliseconds of ``start``.
+When the process stops, the factory is ``draining``: a new call hears "busy" and is hung up,
+live calls go on until the transport's deadline, then ``farewell`` says goodbye to them.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class SessionFactory:
             queue_timeout=self.config.queue_timeout,
         )
         self.sessions: set[CallSession] = set()
+        self.draining = False  # the process is stopping: new calls hear "busy"
         metrics = services.metrics
         metrics.describe(
             "voicebot_realtime_seconds",
@@ -112,6 +115,20 @@ class SessionFactory:
         session = CallSession(self, info, pack, out)
         self.sessions.add(session)
         return session
+
+    async def farewell(self, phrase: str, timeout: float) -> int:
+        """The stop's deadline came: say ``phrase`` on every live call and hang up, waiting
+        at most ``timeout`` for it to play. Returns how many calls were ended."""
+        live = list(self.sessions)
+        if not live:
+            return 0
+        _LOGGER.warning("ending %d live call(s) with %r", len(live), phrase)
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(s.farewell(phrase) for s in live), return_exceptions=True)
+        except TimeoutError:
+            _LOGGER.warning("goodbye did not finish in %.1fs; closing the streams", timeout)
+        return len(live)
 
 
 class _PendingMemory:
@@ -230,7 +247,7 @@ class CallSession:
                 self.conversation = await self.factory.hooks.conversation(self.info)
             except Exception:
                 _LOGGER.exception("call %s: no conversation key", self.info.call_sid)
-        self._admitted = self.factory.admission.enter_call()
+        self._admitted = not self.factory.draining and self.factory.admission.enter_call()
         if not self._admitted:
             self._count("busy-call")
             reply = await self._say("busy")
@@ -242,7 +259,7 @@ class CallSession:
 
     async def audio(self, ulaw: bytes) -> None:
         """One inbound media payload (normally 20 ms): tape it, VAD it, act on the events."""
-        if self._closed or not ulaw:
+        if self._closed or self._hanging_up or not ulaw:  # a goodbye is not talked over
             return
         pcm = ulaw_to_pcm16(ulaw).astype(np.float32) / 32768.0
         self._tape.append(pcm)
@@ -280,6 +297,18 @@ class CallSession:
             await self._whatsapp()
         else:
             await self._say("menu")
+
+    async def farewell(self, key: str) -> None:
+        """Say phrase ``key`` over whatever is playing (a turn in preparation is dropped),
+        then hang up once it played. For the end of a drain: never silence."""
+        if self._closed or self._hanging_up:
+            return  # already saying goodbye or busy, and hanging up after it
+        self._hanging_up = True
+        self._count("drain-goodbye")
+        if self._turn is not None:
+            self._drop_turn(self._turn)
+            self._turn = None
+        await self._hang_up_after(await self._say(key))
 
     async def close(self) -> None:
         """The stream stopped or the socket closed: stop everything, keep what was heard."""

@@ -1,17 +1,25 @@
-"""The inference worker (``voicebot worker``): answers turns from the Redis stream.
+"""The inference worker (``voicebot worker``): answers turns from the Redis stream and serves
+the web nodes' model calls.
 
 It loads the model stages once (``build_services``: ASR, MT, answer, TTS on
-``settings.device``), then runs the same ``Delivery`` loops as the embedded server over the
-``RedisStore``: take turns with ``XREADGROUP`` (never more than ``channel_concurrency`` at a
-time, so a busy worker leaves turns to the others), retake turns stalled on dead workers with
-``XAUTOCLAIM``, answer, then queue the replies and ``XACK`` in one script — and send them.
+``settings.device``; always local here, whatever ``voice_engines`` says), then runs the same
+``Delivery`` loops as the embedded server over the ``RedisStore``: take turns with
+``XREADGROUP`` (never more than ``channel_concurrency`` at a time, so a busy worker leaves
+turns to the others), retake turns stalled on dead workers with ``XAUTOCLAIM``, answer, then
+queue the replies and ``XACK`` in one script — and send them.
+
+Alongside, ``RpcServer`` (rpc_worker.py) runs the transcriptions and syntheses of realtime
+calls and ``<Record>`` turns held by web nodes with ``voice_engines = "workers"``, up to
+``rpc_concurrency`` at once and at the caller's priority: a live call's model work goes
+before the WhatsApp turns this worker is answering.
 
 Admission control: a turn that waited longer than ``worker_shed_seconds`` is answered in text
 only (no speech synthesis), so an overloaded pool catches up instead of falling further
 behind. The queue's depth and age are in Redis, so every web node exports them on /metrics.
 
-SIGTERM drains: no new turns are taken, turns in flight finish (up to
-``worker_drain_seconds``), whatever is left stays pending and another worker retakes it.
+SIGTERM drains: no new turns or model calls are taken, those in flight finish (up to
+``worker_drain_seconds``), a turn left over stays pending and another worker retakes it (a
+model call left over fails on its caller's side as ``<stage>-worker-lost``).
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ async def run_worker(
     from voicebot.channels import close_runtime, open_runtime
     from voicebot.channels.delivery import Delivery
     from voicebot.scale.redis_store import RedisStore
+    from voicebot.scale.rpc_worker import RpcServer
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -61,7 +70,8 @@ async def run_worker(
     runner = await _serve_health(settings, metrics, ready, port) if port else None
     start = time.perf_counter()
     if services is None:
-        services = await build_services(settings, metrics=metrics)
+        local = settings.with_overrides(voice_engines="local")  # the env may be the web's
+        services = await build_services(local, metrics=metrics)
         if settings.warm_models:
             await services.warm()
     rt = await open_runtime(settings, metrics)
@@ -72,25 +82,33 @@ async def run_worker(
     metrics.gauge("voicebot_worker_busy", lambda: float(delivery.busy))
     delivery = Delivery(rt, services)
     delivery.start()
+    rpc = RpcServer(settings, services, metrics, worker=store.consumer)
+    rpc.start()
     ready.set()
     _LOGGER.info(
-        "worker %s ready in %.1fs (device %s, %d turns at a time)",
+        "worker %s ready in %.1fs (device %s, %d turns and %d model calls at a time)",
         store.consumer,
         time.perf_counter() - start,
         settings.device,
         settings.channel_concurrency,
+        settings.rpc_concurrency,
     )
     beat = asyncio.create_task(_heartbeat(store, delivery, metrics), name="heartbeat")
     try:
         await stop.wait()
-        _LOGGER.info("draining: %d turn(s) in flight", delivery.busy)
-        left = await delivery.drain(settings.worker_drain_seconds)
+        _LOGGER.info("draining: %d turn(s), %d model call(s) in flight", delivery.busy, rpc.busy)
+        left, calls = await asyncio.gather(
+            delivery.drain(settings.worker_drain_seconds), rpc.drain(settings.worker_drain_seconds)
+        )
         if left:
             _LOGGER.warning("%d turn(s) left pending; another worker retakes them", left)
+        if calls:
+            _LOGGER.warning("%d model call(s) cut off; their callers get an error", calls)
     finally:
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beat
+        await rpc.close()
         await delivery.close()
         with contextlib.suppress(Exception):
             await store.leave()
