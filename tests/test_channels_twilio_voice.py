@@ -9,6 +9,8 @@ import time
 import wave
 from pathlib import Path
 
+import pytest
+
 from tests.channel_kit import (
     CALLER,
     OUR_NUMBER,
@@ -305,6 +307,54 @@ async def test_realtime_mode_hands_the_call_to_a_media_stream_after_the_language
     assert await hook(CallInfo(call_sid="CA" + "9" * 32, stream_sid="MZ2", lang="hi")) == (
         "call:CA" + "9" * 32
     )
+
+
+@pytest.mark.parametrize(("deployment", "hindi"), [("turn", "realtime"), ("realtime", "turn")])
+async def test_a_pack_can_choose_its_own_voice_mode(
+    aiohttp_client: Factory, aiohttp_server: Factory, tmp_path: Path, deployment: str, hindi: str
+) -> None:
+    from tests.channel_kit import languages
+
+    root = languages(tmp_path, ("en", "hi"))
+    pack_file = root / "hi" / "pack.toml"
+    text = pack_file.read_text(encoding="utf-8")
+    pack_file.write_text(
+        text.replace("[realtime]\n", f'[realtime]\nvoice_mode = "{hindi}"\n', 1), encoding="utf-8"
+    )
+    kit = await start_kit(aiohttp_client, aiohttp_server, tmp_path, voice_mode=deployment)
+    await kit.prompts_ready()
+    assert kit.services.packs.get("hi").voice_mode == hindi
+    modes = {}
+    for digit, call in (("1", "CA" + "4" * 32), ("2", "CA" + "5" * 32)):
+        await kit.twilio_post("/twilio/voice", call_form(call))
+        _, body, _ = await kit.twilio_post(
+            "/twilio/voice/language?n=1", call_form(call, Digits=digit)
+        )
+        root_el = twiml_tree(body)
+        modes[digit] = "realtime" if root_el.find("Connect/Stream") is not None else "turn"
+        if modes[digit] == "turn":
+            assert root_el.find("Record") is not None
+    assert modes == {"1": deployment, "2": hindi}  # English follows the deployment
+
+
+async def test_a_call_arriving_while_the_server_stops_hears_busy(
+    aiohttp_client: Factory, aiohttp_server: Factory, tmp_path: Path
+) -> None:
+    from voicebot.drain import DRAIN
+
+    kit = await start_kit(aiohttp_client, aiohttp_server, tmp_path)
+    await kit.prompts_ready()
+    drain = kit.app[DRAIN]
+    drain.add("hold", lambda deadline: asyncio.sleep(0.5))
+    stopping = asyncio.create_task(drain.run(1.0))
+    await asyncio.sleep(0.05)
+    _, body, _ = await kit.twilio_post("/twilio/voice", call_form(CALL))
+    root = twiml_tree(body)
+    en = kit.services.packs.get("en")
+    # Embedded mode: this call's turns could reach no server until the restart.
+    assert [v.tag for v in root] == ["Play", "Hangup"]
+    assert root[0].text == kit.rt.prompts.url(en, "busy")
+    await stopping
 
 
 async def test_a_language_that_cannot_listen_moves_the_caller_to_whatsapp_text(

@@ -124,6 +124,7 @@ class LanguagePack:
     phrases: Mapping[str, str] = field(default_factory=dict)
     glossary: Mapping[str, str] = field(default_factory=dict)  # English term -> native form
     backchannels: tuple[str, ...] = ()  # short words that must not end a turn or barge in
+    voice_mode: str = ""  # turn | realtime for this language's calls; "" = the deployment's
     decision_cues: tuple[str, ...] = ()  # words of "will I get it / yes or no" questions
     voice_reply_always: bool = False  # WhatsApp: also send a voice note to text messages
     quality: Mapping[str, float] = field(default_factory=dict)  # thresholds for `packs eval`
@@ -236,6 +237,7 @@ def load_pack(directory: Path) -> LanguagePack:
             phrases={str(k): str(v) for k, v in _table(raw, "phrases", pack_file).items()},
             glossary={str(k): str(v) for k, v in _table(raw, "glossary", pack_file).items()},
             backchannels=_strs(realtime.get("backchannels", []), "backchannels", pack_file),
+            voice_mode=str(realtime.get("voice_mode", "")),
             decision_cues=_strs(policy.get("decision_cues", []), "decision_cues", pack_file),
             voice_reply_always=bool(raw.get("voice_reply_always", False)),
             quality={str(k): float(v) for k, v in _table(raw, "quality", pack_file).items()},
@@ -375,6 +377,8 @@ def check_pack(
         problems.append(f"{where}: [tts] speed must be between 0.3 and 3.0")
     if pack.numbers.digits and len(pack.numbers.digits) != 10:
         problems.append(f"{where}: [numbers] digits must list 10 words (0-9)")
+    if pack.voice_mode not in ("", "turn", "realtime"):
+        problems.append(f"{where}: [realtime] voice_mode must be turn, realtime or empty")
     if pack.latin.letters and len(pack.latin.letters) != 26:
         problems.append(f"{where}: [latin] letters must name all 26 letters A-Z")
     if knowledge_ids is not None:

@@ -24,12 +24,16 @@ from aiohttp import web
 from voicebot.appkeys import METRICS, SETTINGS, STATE
 from voicebot.channels import meta_whatsapp, twilio_voice, twilio_whatsapp
 from voicebot.channels.delivery import Delivery
+from voicebot.channels.draining import TrackedSender, drain_background
 from voicebot.channels.media import respond_media
 from voicebot.channels.prompts import Prompts
 from voicebot.channels.runtime import RUNTIME, Runtime
 from voicebot.config import Settings
+from voicebot.drain import DRAIN
+from voicebot.errors import PackError
 from voicebot.memory import Memory
 from voicebot.metrics import Metrics
+from voicebot.priority import Priority, priority
 
 __all__ = ["RUNTIME", "Runtime", "close_runtime", "open_runtime", "setup_channels"]
 
@@ -49,12 +53,23 @@ def _mount_stream(app: web.Application, settings: Settings) -> None:
     setup_stream(app, settings, hooks=Hooks(conversation=conversation))
 
 
+def _a_pack_wants_realtime(settings: Settings) -> bool:
+    """A pack may choose realtime calls in a turn-based deployment (``[realtime] voice_mode``)."""
+    from voicebot.packs import load_packs
+
+    try:
+        packs = load_packs(settings.languages_dir)
+    except PackError:
+        return False  # the app reports broken packs when it loads them
+    return any(p.voice_mode == "realtime" for p in packs.enabled)
+
+
 def setup_channels(app: web.Application, settings: Settings) -> None:
     """Mount the configured channels and their start-up/shutdown; called by ``create_app``."""
     if settings.twilio.enabled:
         twilio_voice.add_routes(app)
         twilio_whatsapp.add_routes(app)
-        if settings.voice_mode == "realtime":
+        if settings.voice_mode == "realtime" or _a_pack_wants_realtime(settings):
             _mount_stream(app, settings)
     else:
         missing = _missing(

@@ -39,6 +39,7 @@ from voicebot.channels.runtime import (
     twilio_form,
 )
 from voicebot.channels.voice_turns import CHANNEL, slow_job, turn_job, whatsapp_copy
+from voicebot.drain import DRAIN
 from voicebot.packs import LanguagePack, PackSet
 from voicebot.services import Services
 from voicebot.store import DAY
@@ -191,8 +192,13 @@ async def _start(request: web.Request) -> web.Response:
     rt, form = runtime_of(request), await twilio_form(request)
     services = services_of(request)
     sid, state, pack = await _call(rt, services, form)
+    if request.app[DRAIN].active and rt.settings.backend == "sqlite":
+        # Stopping, and this call's turns could reach no server until the restart (in scale
+        # mode its next webhook goes to another web node): the busy phrase, not dead air.
+        _LOGGER.info("call=%s refused: the server is stopping", sid[-6:])
+        return _xml(twiml.response(_prompt(rt, pack, "busy"), twiml.hangup()))
     remembered = str(state.get("lang") or "")
-    if remembered == pack.code and _realtime(rt):
+    if remembered == pack.code and _realtime(request.app, rt, pack):
         language = twiml.redirect(_url(rt, "/language", n=1))  # → <Connect><Stream>
         body = twiml.response(_prompt(rt, pack, "greeting"), language)
     elif remembered == pack.code:  # a returning number: its language is remembered (any channel)
@@ -221,7 +227,7 @@ async def _language(request: web.Request) -> web.Response:
         pack = chosen
         await rt.store.set_language(state["user"], pack.code)
         await rt.store.set_call_language(sid, pack.code)
-    if _realtime(rt):
+    if _realtime(request.app, rt, pack):
         from voicebot.channels.twilio_stream import stream_twiml
 
         settings = rt.settings
@@ -229,10 +235,15 @@ async def _language(request: web.Request) -> web.Response:
     return _xml(twiml.response(*_ask(rt, pack, n)))
 
 
-def _realtime(rt: Runtime) -> bool:
-    """``voice_mode = "realtime"``: after the greeting and language choice, the call moves
-    to a bidirectional Media Stream (``/twilio/stream``, §2) instead of ``<Record>`` turns."""
-    return rt.settings.voice_mode == "realtime"
+def _realtime(app: web.Application, rt: Runtime, pack: LanguagePack) -> bool:
+    """Realtime mode (the pack's ``voice_mode``, else the deployment's): after the greeting
+    and language choice, the call moves to a bidirectional Media Stream (``/twilio/stream``,
+    §2) instead of ``<Record>`` turns — when the stream route is mounted in this app."""
+    if (pack.voice_mode or rt.settings.voice_mode) != "realtime":
+        return False
+    from voicebot.channels.twilio_stream import REALTIME
+
+    return REALTIME in app
 
 
 async def _turn(request: web.Request) -> web.Response:
