@@ -689,6 +689,12 @@ async def test_reply_knows_what_was_heard_when_cut_off() -> None:
     assert reply.heard_text() == "One two three four. Five six …"
     reply.cut(20.0)  # a later cut (after the clear) changes nothing
     assert reply.heard_text() == "One two three four. Five six …"
+    # A sentence that ended on the play clock only just before the cut may still be playing
+    # at the caller's end: with a margin it counts as cut, and a resume says it again.
+    late = Reply(2, ["One two three four.", "Five six seven eight."])
+    late.starts, late.durations = {0: 10.0, 1: 12.0}, {0: 2.0, 1: 2.0}
+    late.cut(12.1, margin=0.15)
+    assert late.heard == 0 and late.partial == 1.0
 
 
 def test_vad_real_speech_versus_silence_and_noise() -> None:

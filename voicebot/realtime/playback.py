@@ -149,18 +149,18 @@ class Reply:
     def complete(self) -> bool:
         return self.synth_done and all(c for c in self.clips)
 
-    def cut(self, now: float) -> None:
+    def cut(self, now: float, *, margin: float = 0.0) -> None:
         """Playback stops at ``now``: which sentences were heard, and how much of the next.
 
-        Sentences whose audio finished playing by the play clock count as heard even if
-        their mark is still on its way back. Only the first cut counts: after a ``clear``
-        the play clock no longer says anything about this reply.
+        Sentences whose audio finished playing by the play clock ``margin`` seconds before
+        ``now`` count as heard even if their mark is still on its way back. Only the first cut
+        counts: after a ``clear`` the play clock no longer says anything about this reply.
         """
         if self.stopped:
             return
         self.stopped = True
         index = self.heard
-        while index in self.starts and now >= self.starts[index] + self.durations[index]:
+        while index in self.starts and now >= self.starts[index] + self.durations[index] + margin:
             index += 1
         self.heard = index
         start, length = self.starts.get(index), self.durations.get(index)

@@ -28,6 +28,7 @@ from voicebot.realtime.playback import FRAME_SECONDS, Outbound, Pacer, Reply
 __all__ = ["PhraseCache", "Speaker", "sentences", "synthesize_clip"]
 
 _LOGGER = logging.getLogger(__name__)
+_JITTER = 0.15  # seconds frames may reach the caller later than the play clock says
 
 Spawn = Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]
 
@@ -227,7 +228,12 @@ class Speaker:
         now = self._loop.time()
         self.stop()
         await self.out.clear()
-        reply.cut(now)
+        # The play clock assumes every frame reached the caller on time; late frames (network
+        # jitter, a busy event loop) play later. A sentence that ended on the clock within
+        # _JITTER may not have been heard to its end, so it counts as cut and is said again
+        # if the bot resumes: repeating a few words beats skipping them (seen on a loaded
+        # machine: the bot resumed after "hmm" one sentence too far).
+        reply.cut(now, margin=_JITTER)
         # Twilio echoes the cleared marks back, but their audio was not heard (§2.5 step 4).
         reply.generation += 1
         for name in self._outstanding.pop(reply, set()):
