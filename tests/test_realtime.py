@@ -1171,3 +1171,37 @@ async def test_eight_calls_with_real_models_keep_frame_pacing(
         pytest.skip(f"pacing not judged: other processes keep this machine at load {load:.1f}")
     assert max(gaps) <= 0.1  # measured 25-65 ms on a quiet 2-core machine
     assert max(g for _, g, _ in results) <= 0.3  # greeting
+
+
+@pytest.mark.model
+async def test_festival_hindi_question_in_realtime(
+    aiohttp_client: Any, tmp_path: Path, whisper_base: Any, synth: Any
+) -> None:
+    """Issue 5's second recording: Hindi from Festival's NSK voice, two sentences with the
+    voice's own pause between them, through the phone line into Whisper base (hi pack)."""
+    voice = "festival:voice_hindi_NSK_diphone"
+    if not synth.supports(voice):
+        pytest.skip("festvox-hi-nsk is not installed")
+    spoken = await synth.synthesize(
+        "पीएम किसान योजना में कितना पैसा मिलता है? किस्त कितनी बार आती है?", voice=voice
+    )
+    ulaw = telephone(spoken.samples, spoken.rate)
+    onset, end = speech_bounds(ulaw)
+    speech = Speech(audio.ulaw_frames(ulaw), onset, end)
+    answerer = LongAnswerer()
+    r = await rig(
+        aiohttp_client, tmp_path, transcriber=whisper_base, synth=Tone(), answerer=answerer
+    )
+    twilio, _ = await r.call(lang="hi")
+    await wait_greeting(twilio)
+    end_at = await ask(twilio, speech, realtime_tail=spoken.seconds)  # all of it in real time
+    await twilio.silence_until(lambda: twilio.first_media_after(end_at + 0.05) is not None, 20)
+    await twilio.play([SILENCE] * 25)
+    await twilio.finish()
+    # One turn: the pause between the two sentences did not end it early.
+    assert len(answerer.questions) == 1, answerer.questions
+    question, lang, _ = answerer.questions[0]
+    assert lang == "hi"
+    letters = [c for c in question if c.isalpha()]
+    assert letters and sum("\u0900" <= c <= "\u097f" for c in letters) / len(letters) > 0.9
+    print(f"\nFestival Hindi in realtime: heard {question!r}")
