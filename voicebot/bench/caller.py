@@ -17,10 +17,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from voicebot.realtime import SessionFactory
 
 __all__ = ["GAP", "Question", "answered", "call"]
 
@@ -100,8 +103,7 @@ class _Line:
 
 
 async def call(
-    realtime: Any,
-    factory: Any,
+    factory: SessionFactory,
     n: int,
     question: Question,
     *,
@@ -113,7 +115,9 @@ async def call(
     """One caller: the greeting, then ``asks`` questions, each but the first over the bot."""
     await asyncio.sleep(delay)
     line = _Line()
-    info = realtime.CallInfo(call_sid=f"CA{n:032x}", stream_sid=f"MZ{n:032x}", lang="en")
+    from voicebot.realtime import CallInfo
+
+    info = CallInfo(call_sid=f"CA{n:032x}", stream_sid=f"MZ{n:032x}", lang="en")
     session = factory.create(info, line)
     line.session = session
     start = time.perf_counter()
@@ -157,7 +161,7 @@ async def call(
             await quiet(barge_after if k < asks - 1 else listen)
     finally:
         await session.close()
-    timings = list(getattr(session, "timings", []))
+    timings = list(session.timings)
 
     def session_timing(what: str) -> list[float]:
         return [round(s, 4) for kind, s in timings if kind == what]
@@ -173,7 +177,7 @@ async def call(
         "line_reply_s": [round(s, 4) for s in line_reply],
         "line_clear_s": [None if s is None else round(s, 4) for s in line_clear],
         "reply_gaps": [round(g, 3) for a, b in windows for g in line.gaps(a, b)],
-        "transcripts": list(getattr(session, "transcripts", [])),
+        "transcripts": list(session.transcripts),
         "clears": len(line.clears),
         "hung_up": line.hung_up,
     }

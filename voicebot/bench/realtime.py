@@ -12,8 +12,6 @@ it is *within the targets* when, on top of that, its reply p50, worst greeting a
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib.util
 import time
 from typing import Any
 
@@ -27,20 +25,6 @@ __all__ = ["bench_realtime"]
 
 # The figures a level must meet to count as sustained "within the targets".
 _BOUNDS = ("realtime.reply_p50_s", "realtime.greeting_ms", "realtime.clear_ms")
-_FIGURES = (*_BOUNDS, "realtime.reply_p95_s", "realtime.calls", "realtime.calls_answered")
-
-
-def _realtime_api() -> tuple[Any, str]:
-    """``voicebot.realtime`` when it offers ``SessionFactory``/``CallInfo``, else the reason."""
-    if importlib.util.find_spec("voicebot.realtime") is None:
-        return None, "voicebot.realtime does not exist"
-    try:
-        import voicebot.realtime as realtime
-    except Exception as err:
-        return None, f"voicebot.realtime does not import: {err.__class__.__name__}: {err}"
-    if not all(hasattr(realtime, n) for n in ("SessionFactory", "CallInfo")):
-        return None, "voicebot.realtime has no SessionFactory/CallInfo session API"
-    return realtime, ""
 
 
 def _worst(values: list[float], scale: float = 1.0) -> float | None:
@@ -97,17 +81,12 @@ async def bench_realtime(
 ) -> dict[str, Any]:
     """Simulated Media Streams callers against ``CallSession``s, level by level."""
     from voicebot import audio
+    from voicebot.realtime import RealtimeConfig, SessionFactory
 
-    realtime, reason = _realtime_api()
-    if realtime is None:
-        for key in _FIGURES:
-            report.figure(key, None, note=f"not measured: {reason}")
-        return {"status": "not measured", "reason": reason}
     config = None
     if plan.quick:  # a short greeting keeps the smoke test short; the full run uses the real one
-        with contextlib.suppress(TypeError, AttributeError):
-            config = realtime.RealtimeConfig(greeting_phrase="please_wait")
-    factory = realtime.SessionFactory(services, config)
+        config = RealtimeConfig(greeting_phrase="please_wait")
+    factory = SessionFactory(services, config)
     en = services.packs.resolve("en")
     log("realtime: pre-synthesising the phrase cache")
     await factory.warm([en])
@@ -124,7 +103,6 @@ async def bench_realtime(
         calls = await asyncio.gather(
             *(
                 call(
-                    realtime,
                     factory,
                     1000 * level + i,
                     question,
@@ -143,7 +121,7 @@ async def bench_realtime(
         "question_seconds": round(question.seconds, 2),
         "criterion": "every question of every call transcribed and answered, every barge-in "
         f"cleared, no pause over {GAP} s inside the bot's speech (dead air)",
-        "greeting_phrase": getattr(factory.config, "greeting_phrase", None),
+        "greeting_phrase": factory.config.greeting_phrase,
         "stagger_s": plan.realtime_stagger_s,
         "barge_after_s": plan.realtime_barge_after_s,
         "listen_s": plan.realtime_listen_s,

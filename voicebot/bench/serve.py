@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import shutil
 import signal
@@ -24,19 +23,6 @@ from voicebot.config import MetaSettings, Settings, TwilioSettings
 from voicebot.services import Services
 
 __all__ = ["bench_serve", "serve_child", "warm_like_serve"]
-
-
-def _channels_ready() -> tuple[bool, str]:
-    if importlib.util.find_spec("voicebot.channels") is None:
-        return False, "voicebot.channels does not exist"
-    try:
-        import voicebot.channels as channels
-        from voicebot.channels import twilio_whatsapp
-    except Exception as err:
-        return False, f"voicebot.channels does not import: {err.__class__.__name__}: {err}"
-    if not hasattr(channels, "setup_channels") or not hasattr(twilio_whatsapp, "add_routes"):
-        return False, "voicebot.channels lacks setup_channels or the Twilio WhatsApp route"
-    return True, ""
 
 
 def _emit(event: dict[str, Any]) -> None:
@@ -100,9 +86,7 @@ async def _serve_child(spec: dict[str, Any]) -> None:
         knowledge_dir=Path(spec["knowledge_dir"]),
         host="127.0.0.1",
         public_url=PUBLIC,
-        twilio=TwilioSettings(SID, TOKEN, spec["twilio_base"])
-        if spec["serve"]
-        else TwilioSettings(),
+        twilio=TwilioSettings(SID, TOKEN, spec["twilio_base"]),
         meta=MetaSettings(),
         warm_models=True,
     )
@@ -122,8 +106,6 @@ async def _serve_child(spec: dict[str, Any]) -> None:
             **proc_status(),
         }
     )
-    if not spec["serve"]:
-        return
     app = create_app(settings, services)
     runner = web.AppRunner(app, shutdown_timeout=5)
     await runner.setup()
@@ -149,7 +131,6 @@ async def bench_serve(
     config: Path | None,
     log: Log,
 ) -> dict[str, Any]:
-    serve, reason = _channels_ready()
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="voicebot-bench-") as tmp:
         data_dir = Path(tmp) / "var"
@@ -165,7 +146,6 @@ async def bench_serve(
                 "languages_dir": str(Path(settings.languages_dir).resolve()),
                 "knowledge_dir": str(Path(settings.knowledge_dir).resolve()),
                 "twilio_base": base,
-                "serve": serve,
             }
             stderr_path = Path(tmp) / "serve.log"
             with stderr_path.open("wb") as stderr:
@@ -179,7 +159,7 @@ async def bench_serve(
                     stderr=stderr,
                 )
                 try:
-                    out = await _drive_serve(report, proc, fake, plan, questions, serve, log)
+                    out = await _drive_serve(report, proc, fake, plan, questions, log)
                 except Exception as err:
                     tail = stderr_path.read_text(errors="replace")[-1500:]
                     raise RuntimeError(f"{err}; serve log tail: {tail}") from err
@@ -187,10 +167,6 @@ async def bench_serve(
                     await stop_process(proc, 30)
             log_text = stderr_path.read_text(errors="replace")
             out["serve_log_errors"] = sum(1 for line in log_text.splitlines() if " ERROR " in line)
-    if not serve:
-        out["whatsapp"] = {"status": "not measured", "reason": f"channel missing: {reason}"}
-        for key in ("ack_p99_ms", "throughput_rps", "errors"):
-            report.figure(f"whatsapp.{key}", None, note="not measured (channel missing)")
     return out
 
 
@@ -213,14 +189,11 @@ async def _drive_serve(
     fake: FakeTwilio,
     plan: Plan,
     questions: list[dict[str, Any]],
-    serve: bool,
     log: Log,
 ) -> dict[str, Any]:
     memory = await _read_event(proc, 300)
     report.figure("serve.vm_hwm_mb", memory.get("VmHWM"))
     out: dict[str, Any] = {"memory": memory}
-    if not serve:
-        return out
     listening = await _read_event(proc, 120)
     port = int(listening["port"])
     out["whatsapp"] = await whatsapp_load(report, port, fake, plan, questions, log)
