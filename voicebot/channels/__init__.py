@@ -53,14 +53,20 @@ def _mount_stream(app: web.Application, settings: Settings) -> None:
     setup_stream(app, settings, hooks=Hooks(conversation=conversation))
 
 
-def _a_pack_wants_realtime(settings: Settings) -> bool:
-    """A pack may choose realtime calls in a turn-based deployment (``[realtime] voice_mode``)."""
-    from voicebot.packs import load_packs
+def _a_pack_wants_realtime(app: web.Application, settings: Settings) -> bool:
+    """A pack may choose realtime calls in a turn-based deployment (``[realtime] voice_mode``).
+    The packs of services already built are used; otherwise (``serve``, whose models load
+    after start-up) they are read here, once, before the routes are fixed."""
+    services = app[STATE].services
+    if services is not None:
+        packs = services.packs
+    else:
+        from voicebot.packs import load_packs
 
-    try:
-        packs = load_packs(settings.languages_dir)
-    except PackError:
-        return False  # the app reports broken packs when it loads them
+        try:
+            packs = load_packs(settings.languages_dir)
+        except PackError:
+            return False  # the app reports broken packs when it loads them
     return any(p.voice_mode == "realtime" for p in packs.enabled)
 
 
@@ -69,7 +75,7 @@ def setup_channels(app: web.Application, settings: Settings) -> None:
     if settings.twilio.enabled:
         twilio_voice.add_routes(app)
         twilio_whatsapp.add_routes(app)
-        if settings.voice_mode == "realtime" or _a_pack_wants_realtime(settings):
+        if settings.voice_mode == "realtime" or _a_pack_wants_realtime(app, settings):
             _mount_stream(app, settings)
     else:
         missing = _missing(
