@@ -269,6 +269,15 @@ def whatsapp_form(sid: str, body: str = "", *, phone: str = CALLER, **extra: str
     return form
 
 
+def voice_note_form(twilio: FakeTwilio, sid: str, note: bytes | None = None) -> dict[str, str]:
+    """A WhatsApp voice note as Twilio posts it; the fake serves ``note`` (default: 1.2 s of
+    OGG/Opus) as media ME1."""
+    twilio.media["ME1"] = (ogg_note() if note is None else note, "audio/ogg")
+    return whatsapp_form(
+        sid, NumMedia="1", MediaUrl0=twilio.media_url("ME1"), MediaContentType0="audio/ogg"
+    )
+
+
 def call_form(call: str = "CA" + "1" * 32, phone: str = CALLER, **extra: str) -> dict[str, str]:
     form = {
         "CallSid": call,

@@ -17,11 +17,11 @@ from tests.channel_kit import (
     SID,
     TOKEN,
     Factory,
-    ogg_note,
     start_fakes,
     start_kit,
     until,
     until_async,
+    voice_note_form,
     whatsapp_form,
 )
 from tests.fakes import CannedAnswerer, FakeTranscriber, ToneSynthesizer
@@ -103,10 +103,7 @@ async def test_voice_note_gets_text_then_an_ogg_voice_note(
 ) -> None:
     stt = FakeTranscriber("what does pm kisan pay")
     kit = await start_kit(aiohttp_client, aiohttp_server, tmp_path, transcriber=stt)
-    kit.twilio.media["ME1"] = (ogg_note(), "audio/ogg")
-    form = whatsapp_form(
-        "MM1", NumMedia="1", MediaUrl0=kit.twilio.media_url("ME1"), MediaContentType0="audio/ogg"
-    )
+    form = voice_note_form(kit.twilio, "MM1")
     status, body, _ = await kit.twilio_post("/twilio/whatsapp", form)
     assert (status, body) == (200, EMPTY)
     await until(lambda: len(kit.twilio.sent) == 2)
@@ -130,10 +127,7 @@ async def test_hindi_user_gets_hindi_text_and_voice(
     await kit.twilio_post("/twilio/whatsapp", whatsapp_form("SM1", "हिन्दी"))
     await until(lambda: len(kit.twilio.sent) == 1)
     assert kit.twilio.sent[0]["Body"] == hi.phrase("greeting")  # switched, in Hindi
-    kit.twilio.media["ME1"] = (ogg_note(), "audio/ogg")
-    form = whatsapp_form(
-        "MM2", NumMedia="1", MediaUrl0=kit.twilio.media_url("ME1"), MediaContentType0="audio/ogg"
-    )
+    form = voice_note_form(kit.twilio, "MM2")
     await kit.twilio_post("/twilio/whatsapp", form)
     await until(lambda: len(kit.twilio.sent) == 3)
     assert "स्रोत: PM-KISAN" in kit.twilio.sent[1]["Body"]  # the Hindi pack's source label
@@ -158,10 +152,7 @@ async def test_voice_note_in_a_language_that_cannot_listen_gets_the_text_only_re
     await kit.twilio_post("/twilio/whatsapp", whatsapp_form("SM1", "ଓଡ଼ିଆ"))
     await until(lambda: len(kit.twilio.sent) == 1)
     assert kit.twilio.sent[0]["Body"] == odia.phrase("greeting")
-    kit.twilio.media["ME1"] = (ogg_note(), "audio/ogg")
-    form = whatsapp_form(
-        "MM2", NumMedia="1", MediaUrl0=kit.twilio.media_url("ME1"), MediaContentType0="audio/ogg"
-    )
+    form = voice_note_form(kit.twilio, "MM2")
     fetched = len(kit.twilio.auth)
     await kit.twilio_post("/twilio/whatsapp", form)
     await until(lambda: len(kit.twilio.sent) == 2)
@@ -264,10 +255,7 @@ async def test_bad_media_gets_an_apology_never_silence(
     kit = await start_kit(
         aiohttp_client, aiohttp_server, tmp_path, transcriber=stt, max_audio_bytes=4096
     )
-    kit.twilio.media["ME1"] = (media, "audio/ogg")
-    form = whatsapp_form(
-        "MM1", NumMedia="1", MediaUrl0=kit.twilio.media_url("ME1"), MediaContentType0="audio/ogg"
-    )
+    form = voice_note_form(kit.twilio, "MM1", media)
     await kit.twilio_post("/twilio/whatsapp", form)
     await until(lambda: len(kit.twilio.sent) == 1)
     body = kit.twilio.sent[0]["Body"]

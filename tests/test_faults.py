@@ -55,6 +55,7 @@ from tests.channel_kit import (
     twiml_tree,
     until,
     until_async,
+    voice_note_form,
     wav_8k,
     whatsapp_form,
 )
@@ -204,10 +205,7 @@ async def test_tts_hang_still_sends_the_text_answer(
     kit = await _kit(aiohttp_client, aiohttp_server, tmp_path, synthesizer=tts)
     await kit.prompts_ready()  # the voice prompts are made before the synthesiser wedges
     tts.hang = True
-    kit.twilio.media["ME1"] = (ogg_note(), "audio/ogg")
-    form = whatsapp_form(
-        "MM1", NumMedia="1", MediaUrl0=kit.twilio.media_url("ME1"), MediaContentType0="audio/ogg"
-    )
+    form = voice_note_form(kit.twilio, "MM1")
     await kit.twilio_post("/twilio/whatsapp", form)
     await until(lambda: len(kit.twilio.sent) == 1)
     await asyncio.sleep(0.2)
@@ -357,10 +355,7 @@ async def test_disk_full_on_voice_note_still_sends_the_text_answer(
     kit = await _kit(aiohttp_client, aiohttp_server, tmp_path)
     await kit.prompts_ready()
     tokens = _full_disk_for_next_media(monkeypatch, kit.rt.media.root, ".ogg")
-    kit.twilio.media["ME1"] = (ogg_note(), "audio/ogg")
-    form = whatsapp_form(
-        "MM1", NumMedia="1", MediaUrl0=kit.twilio.media_url("ME1"), MediaContentType0="audio/ogg"
-    )
+    form = voice_note_form(kit.twilio, "MM1")
     await kit.twilio_post("/twilio/whatsapp", form)
     await until(lambda: len(kit.twilio.sent) == 1)
     await asyncio.sleep(0.3)
