@@ -137,8 +137,8 @@ def _serve(serve: dict[str, Any]) -> list[str]:
         )
         if warm.get("services_warm", "ok") != "ok":
             out.append(
-                f"  - `Services.warm()` {warm['services_warm']} — the bench then warmed each "
-                f"engine itself (voice failures: {warm.get('fallback_failures') or 'none'})."
+                f"  - `Services.warm()` {warm['services_warm']}: the peak RSS is that of a "
+                "partly warm server."
             )
     wa = serve.get("whatsapp", {})
     if "load" in wa:

@@ -30,35 +30,13 @@ def _emit(event: dict[str, Any]) -> None:
 
 
 async def warm_like_serve(services: Services) -> dict[str, Any]:
-    """``Services.warm`` as serve runs it; if that fails, warm each engine on its own.
-
-    The fallback warms every transcriber and every enabled pack's voice with that pack's own
-    ``please_wait`` phrase, then answers one question (the retrieval model loads lazily).
-    """
+    """``Services.warm`` as serve runs it (a voice that cannot speak is only logged there),
+    then one question, as after a server's first caller."""
     out: dict[str, Any] = {"services_warm": "ok"}
     try:
         await services.warm()
-    except Exception as err:
+    except Exception as err:  # recorded: the peak RSS is then that of a partly warm server
         out["services_warm"] = f"failed: {err.__class__.__name__}: {err}"
-        failures: dict[str, str] = {}
-        if services.transcribers is not None:
-            for model in sorted({p.stt.model for p in services.packs.enabled if p.can_listen}):
-                transcriber = await services.transcribers.get(model)
-                warm = getattr(transcriber, "warm", None)
-                if warm is not None:
-                    await warm()
-        if services.synthesizer is not None:
-            seen: set[str] = set()
-            for pack in services.packs.enabled:
-                voice = pack.tts.voice
-                if not voice or voice in seen or not services.synthesizer.supports(voice):
-                    continue
-                seen.add(voice)
-                try:
-                    await services.synthesizer.synthesize(pack.phrase("please_wait"), voice=voice)
-                except Exception as err2:
-                    failures[voice] = f"{err2.__class__.__name__}: {err2}"
-        out["fallback_failures"] = failures
     default = services.packs.resolve(services.settings.default_language)
     await services.pipeline.ask("pm kisan amount", lang=default.code)
     return out
