@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from voicebot.channels.base import Inbound, Outbound, SendError
 from voicebot.channels.respond import Responder
 from voicebot.channels.runtime import Runtime
+from voicebot.drain import until
 from voicebot.services import Services
 from voicebot.store import AuditRecord, InboxItem, OutboxItem
 
@@ -108,7 +109,7 @@ class Delivery:
 
         Returns how many were still unfinished; they stay pending and are retaken elsewhere.
         """
-        deadline = time.monotonic() + timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         self._draining = True
         inbox = self._loops.pop("inbox", None)
         if inbox is not None:
@@ -119,8 +120,7 @@ class Delivery:
             done, _ = await asyncio.wait({inbox}, timeout=min(timeout, _STOP_WAIT))
             if not done:
                 _LOGGER.warning("the inbox loop did not stop within %.0f s", _STOP_WAIT)
-        while self._busy and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await until(lambda: not self._busy, deadline)
         return len(self._busy)
 
     async def _forever(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
